@@ -1,0 +1,661 @@
+"""CircuitBreaker: the I/O-free state machine every other part stands on.
+
+A call asks for a permit (`_acquire`), runs, and reports its outcome (`_record`).
+The permit is a token: the breaker's epoch when it was granted. Every state change
+bumps the epoch, so an outcome from an earlier state still counts in the metrics but
+can no longer move the state, and a half-open probe slot is returned exactly once.
+
+Thread safety: one `threading.Lock` guards every change; the CLOSED admission reads
+two attributes without it (a race only makes a call look as if it came a moment
+earlier). No lock is held while user code, listeners or an `await` run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+from ._config import CircuitBreakerConfig
+from ._deadline import run_with_deadline
+from ._errors import CircuitOpenError
+from ._metrics import BreakerMetrics
+from ._state import BreakerEvent, CircuitState
+from ._window import FAILED, SLOW, SlidingWindow
+
+__all__ = ["CircuitBreaker", "ResultClassifier"]
+
+logger = logging.getLogger("httpx_breaker")
+# A library does not decide where its records go; without this, WARNINGs would reach
+# stderr through logging's last-resort handler in applications that set up no logging.
+logger.addHandler(logging.NullHandler())
+
+T = TypeVar("T")
+
+ResultClassifier = Callable[[Any, BaseException | None], "bool | None"]
+"""`(result, exception) -> True (failure) | False (success) | None (ignore)`."""
+
+Listener = Callable[[BreakerEvent], object]
+StateListener = Callable[[CircuitState, CircuitState], object]
+
+# Outcomes of one call.
+SUCCESS: Final = 0
+FAILURE: Final = 1
+IGNORED: Final = 2
+
+# The token for a call that dry-run let through although it would have been refused:
+# its outcome is not recorded.
+DRY_RUN: Final = -1
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+_HALF_OPEN = CircuitState.HALF_OPEN
+
+STATE_CHANGES_KEPT: Final = 1000
+
+# Every live breaker by name; a breaker nobody holds drops out by itself.
+_live: weakref.WeakValueDictionary[str, CircuitBreaker] = weakref.WeakValueDictionary()
+_live_lock = threading.Lock()
+
+
+def _live_breakers() -> dict[str, CircuitBreaker]:
+    with _live_lock:
+        return dict(_live.items())
+
+
+class CircuitBreaker:
+    """A circuit breaker: CLOSED, OPEN and HALF_OPEN, with exact metrics and listeners.
+
+    Args:
+        name: how the breaker is known in metrics, logs and `get_all_circuit_breakers()`.
+        config: its policy; `CircuitBreakerConfig()` when omitted.
+        classifier: `(result, exception) -> bool | None` deciding each call's outcome
+            (True = failure, False = success, None = ignore), for functions that return
+            their failures instead of raising. By default an exception is a failure
+            (unless in `exclude_exceptions`) and a return is a success.
+        clock: monotonic seconds; `time.monotonic` by default. Tests inject a fake one.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_classifier",
+        "_clock",
+        "_config",
+        "_consecutive",
+        "_counts",
+        "_deferred",
+        "_epoch",
+        "_failed_rounds",
+        "_forced",
+        "_listeners",
+        "_lock",
+        "_name",
+        "_open_until",
+        "_probes_in_flight",
+        "_probes_slow",
+        "_probes_succeeded",
+        "_random",
+        "_state",
+        "_state_changes",
+        "_window",
+        "on_state_change",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        config: CircuitBreakerConfig | None = None,
+        *,
+        classifier: ResultClassifier | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {name!r}")
+        if config is None:
+            config = CircuitBreakerConfig()
+        elif not isinstance(config, CircuitBreakerConfig):
+            raise TypeError(f"config must be a CircuitBreakerConfig, got {config!r}")
+        if classifier is not None and not callable(classifier):
+            raise TypeError(f"classifier must be callable, got {classifier!r}")
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be callable, got {clock!r}")
+        self._name = name
+        self._config = config
+        self._classifier = classifier
+        self._clock: Callable[[], float] = clock or time.monotonic
+        self._random: Callable[[], float] = random.random
+        self._lock = threading.Lock()
+        self._state = _CLOSED
+        self._epoch = 0
+        self._forced: CircuitState | None = None
+        self._window = SlidingWindow(config.window_size, config.window_duration)
+        self._consecutive = 0
+        self._open_until = 0.0
+        self._failed_rounds = 0
+        self._probes_in_flight = 0
+        self._probes_succeeded = 0
+        self._probes_slow = 0
+        # successful, failed, ignored, rejected, slow, timed calls, summed durations
+        self._counts = [0, 0, 0, 0, 0, 0, 0.0]
+        self._state_changes: deque[tuple[float, CircuitState, CircuitState]] | None = None
+        self._listeners: tuple[Listener, ...] = ()
+        self._deferred: list[int] = []
+        self.on_state_change: StateListener | None = None
+        """Called as `fn(old_state, new_state)` after every state change."""
+        with _live_lock:
+            _live[name] = self
+
+    # -- what it is -------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The breaker's name (for a transport's breaker, its key)."""
+        return self._name
+
+    @property
+    def config(self) -> CircuitBreakerConfig:
+        """The breaker's policy."""
+        return self._config
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock the breaker reads."""
+        return self._clock
+
+    @property
+    def state(self) -> CircuitState:
+        """The current state; an OPEN breaker whose open period has ended reads HALF_OPEN."""
+        if self._state is _OPEN and self._forced is None and self._clock() >= self._open_until:
+            events: list[BreakerEvent] = []
+            with self._lock:
+                now = self._clock()
+                if self._state is _OPEN and self._forced is None and now >= self._open_until:
+                    self._transition(_HALF_OPEN, now, "reset_timeout", events)
+            self._emit(events)
+        return self._state
+
+    def get_state(self) -> CircuitState:
+        """The current state (the seed's spelling of `state`)."""
+        return self.state
+
+    def is_open(self) -> bool:
+        return self.state is _OPEN
+
+    def is_closed(self) -> bool:
+        return self.state is _CLOSED
+
+    def is_half_open(self) -> bool:
+        return self.state is _HALF_OPEN
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until a probe may pass: 0.0 unless OPEN; None while forced open."""
+        if self.state is not _OPEN:
+            return 0.0
+        if self._forced is _OPEN:
+            return None
+        return max(0.0, self._open_until - self._clock())
+
+    def get_metrics(self) -> BreakerMetrics:
+        """An immutable snapshot of the counters, rates and recent state changes."""
+        state = self.state
+        with self._lock:
+            ok, failed, ignored, rejected, slow, timed, total_time = self._counts
+            changes = tuple(self._state_changes) if self._state_changes else ()
+            window = self._window
+            window_count, window_failures, window_slow = window.count, window.failures, window.slow
+            consecutive = self._consecutive
+        recorded = ok + failed
+        return BreakerMetrics(
+            total_requests=int(ok + failed + ignored),
+            successful_requests=int(ok),
+            failed_requests=int(failed),
+            rejected_requests=int(rejected),
+            ignored_requests=int(ignored),
+            slow_requests=int(slow),
+            success_rate=ok / recorded if recorded else 1.0,
+            failure_rate=failed / recorded if recorded else 0.0,
+            average_response_time=total_time / timed if timed else 0.0,
+            state=state,
+            consecutive_failures=consecutive,
+            window_requests=window_count,
+            window_failures=window_failures,
+            window_slow_requests=window_slow,
+            state_changes=changes,
+        )
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self._name!r} {self._state.value}>"
+
+    # -- listeners --------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(event)` for every `BreakerEvent`: state changes, rejections and
+        each call's outcome. Listeners run outside the breaker's lock; an exception in
+        one is logged and never reaches the call."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling `listener`; a listener that was never added is ignored."""
+        with self._lock:
+            self._listeners = tuple(x for x in self._listeners if x is not listener)
+
+    # -- manual control ---------------------------------------------------------
+
+    def force_open(self) -> None:
+        """Refuse every call until `reset()` (a dry-run breaker still lets them through)."""
+        self._force(_OPEN)
+
+    def force_closed(self) -> None:
+        """Let every call through and never open, until `reset()`."""
+        self._force(_CLOSED)
+
+    def _force(self, state: CircuitState) -> None:
+        events: list[BreakerEvent] = []
+        with self._lock:
+            self._forced = state
+            now = self._clock()
+            if self._state is not state:
+                self._transition(state, now, "forced", events)
+            else:
+                self._epoch += 1
+            if state is _OPEN:
+                self._open_until = math.inf
+        self._emit(events)
+
+    def reset(self) -> None:
+        """Return to CLOSED with an empty window, ending any forced state; counters stay."""
+        events: list[BreakerEvent] = []
+        with self._lock:
+            self._forced = None
+            now = self._clock()
+            if self._state is not _CLOSED:
+                self._transition(_CLOSED, now, "reset", events)
+            else:
+                self._epoch += 1
+                self._window.clear()
+                self._consecutive = 0
+                self._failed_rounds = 0
+        self._emit(events)
+
+    # -- calling through the breaker --------------------------------------------
+
+    async def call_async(
+        self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
+    ) -> T:
+        """Await `fn(*args, **kwargs)` through the breaker.
+
+        Raises:
+            CircuitOpenError: the breaker refused the call; `fn` was not called.
+            CircuitTimeoutError: the call outlived `config.timeout` and was cancelled.
+        """
+        token = self._acquire()
+        clock = self._clock
+        start = clock()
+        timeout = self._config.timeout
+        try:
+            if timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                result = await run_with_deadline(fn(*args, **kwargs), timeout, self._name)
+        except BaseException as exc:
+            self._record(token, self._classify(None, exc), start, clock())
+            raise
+        end = clock()
+        outcome = SUCCESS if self._classifier is None else self._classify(result, None)
+        self._record(token, outcome, start, end)
+        return result
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Call `fn(*args, **kwargs)` through the breaker.
+
+        A sync call cannot be abandoned: one that outlives `config.timeout` is recorded
+        as a failure and its result is still returned.
+
+        Raises:
+            CircuitOpenError: the breaker refused the call; `fn` was not called.
+        """
+        token = self._acquire()
+        clock = self._clock
+        start = clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            end = clock()
+            outcome = self._classify(None, exc)
+            if outcome != IGNORED and self._overran(start, end):
+                outcome = FAILURE
+            self._record(token, outcome, start, end)
+            raise
+        end = clock()
+        outcome = SUCCESS if self._classifier is None else self._classify(result, None)
+        if self._overran(start, end):
+            outcome = FAILURE
+        self._record(token, outcome, start, end)
+        return result
+
+    def _overran(self, start: float, end: float) -> bool:
+        timeout = self._config.timeout
+        return timeout is not None and end - start > timeout
+
+    def _classify(self, result: object, exc: BaseException | None) -> int:
+        """The outcome of one call, from the configured rules and classifier."""
+        if exc is not None:
+            if not isinstance(exc, Exception):
+                return IGNORED  # cancellation, KeyboardInterrupt: neither success nor failure
+            if self._config.exclude_exceptions and isinstance(
+                exc, self._config.exclude_exceptions
+            ):
+                return IGNORED
+        classifier = self._classifier
+        if classifier is None:
+            return SUCCESS if exc is None else FAILURE
+        try:
+            verdict = classifier(result, exc)
+        except Exception:
+            logger.exception(
+                "classifier of circuit breaker %r raised; the outcome is ignored",
+                self._name,
+                extra={"circuit_breaker": self._name},
+            )
+            return IGNORED
+        return outcome_of(verdict, self._name)
+
+    # -- the state machine ------------------------------------------------------
+
+    def _acquire(self) -> int:
+        """Admit one call and return its token, or raise `CircuitOpenError`."""
+        epoch = self._epoch
+        if self._state is _CLOSED:
+            return epoch
+        return self._acquire_slow()
+
+    def _acquire_slow(self) -> int:
+        events: list[BreakerEvent] = []
+        retry_after: float | None = None
+        with self._lock:
+            if self._deferred:
+                self._drain_deferred()
+            state = self._state
+            now = self._clock()
+            if state is _OPEN:
+                if self._forced is None and now >= self._open_until:
+                    self._transition(_HALF_OPEN, now, "reset_timeout", events)
+                    state = _HALF_OPEN
+                elif self._forced is None:
+                    retry_after = self._open_until - now
+            if state is _CLOSED:
+                token = self._epoch
+            elif state is _HALF_OPEN and (
+                self._probes_in_flight + self._probes_succeeded
+                < self._config.half_open_max_requests
+            ):
+                self._probes_in_flight += 1
+                token = self._epoch
+            else:
+                self._counts[3] += 1
+                token = DRY_RUN
+                if self._listeners:
+                    events.append(
+                        BreakerEvent(
+                            "rejected", self._name, state, now, retry_after=retry_after
+                        )
+                    )
+        if events:
+            self._emit(events)
+        if token == DRY_RUN:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "circuit breaker %r rejected a call (%s)",
+                    self._name,
+                    state.value,
+                    extra={"circuit_breaker": self._name, "state": state.value},
+                )
+            if not self._config.dry_run:
+                raise CircuitOpenError(self._name, state, retry_after)
+        return token
+
+    def _record(
+        self,
+        token: int,
+        outcome: int,
+        start: float,
+        end: float,
+        retry_after: float | None = None,
+    ) -> None:
+        """Count one call's outcome and move the state if it was admitted in this epoch."""
+        if token == DRY_RUN:
+            return
+        duration = end - start
+        config = self._config
+        slow_after = config.slow_call_duration
+        slow = slow_after is not None and duration >= slow_after and outcome != IGNORED
+        events: list[BreakerEvent] = []
+        with self._lock:
+            if self._deferred:
+                self._drain_deferred()
+            counts = self._counts
+            counts[outcome] += 1
+            if outcome != IGNORED:
+                counts[5] += 1
+                counts[6] += duration
+                if slow:
+                    counts[4] += 1
+            state = self._state
+            if token == self._epoch and self._forced is None:
+                if state is _CLOSED:
+                    if outcome != IGNORED:
+                        self._record_closed(outcome, slow, end, events)
+                elif state is _HALF_OPEN:
+                    self._record_probe(outcome, slow, end, events)
+            if (
+                retry_after is not None
+                and outcome == FAILURE
+                and config.respect_retry_after
+                and self._state is _OPEN
+                and self._forced is None
+            ):
+                floor = end + min(max(retry_after, 0.0), config.max_retry_after)
+                self._open_until = max(self._open_until, floor)
+            if self._listeners:
+                kind = ("success", "failure", "ignored")[outcome]
+                events.insert(0, BreakerEvent(kind, self._name, state, end, duration=duration))
+        if events:
+            self._emit(events)
+
+    def _record_closed(
+        self, outcome: int, slow: bool, now: float, events: list[BreakerEvent]
+    ) -> None:
+        config = self._config
+        window = self._window
+        window.expire(now)
+        if outcome == FAILURE:
+            self._consecutive += 1
+            window.record(now, FAILED | SLOW if slow else FAILED)
+        else:
+            self._consecutive = 0
+            window.record(now, SLOW if slow else 0)
+        cause = None
+        if self._consecutive >= config.failure_threshold:
+            cause = "failure_threshold"
+        elif window.count >= config.effective_minimum_requests:
+            if window.failures >= config.failure_rate_threshold * window.count:
+                cause = "failure_rate"
+            elif (
+                config.slow_call_duration is not None
+                and window.slow >= config.slow_call_rate_threshold * window.count
+            ):
+                cause = "slow_call_rate"
+        if cause is not None:
+            self._transition(_OPEN, now, cause, events)
+
+    def _record_probe(
+        self, outcome: int, slow: bool, now: float, events: list[BreakerEvent]
+    ) -> None:
+        self._probes_in_flight -= 1
+        if outcome == FAILURE:
+            self._failed_rounds += 1
+            self._transition(_OPEN, now, "probe_failed", events)
+        elif outcome == SUCCESS:
+            self._probes_succeeded += 1
+            if slow:
+                self._probes_slow += 1
+            config = self._config
+            if self._probes_succeeded >= config.half_open_max_requests:
+                # As in resilience4j: a round of probes that were all too slow means the
+                # upstream has not recovered, even though each of them answered.
+                if (
+                    config.slow_call_duration is not None
+                    and self._probes_slow
+                    >= config.slow_call_rate_threshold * self._probes_succeeded
+                ):
+                    self._failed_rounds += 1
+                    self._transition(_OPEN, now, "slow_call_rate", events)
+                else:
+                    self._transition(_CLOSED, now, "probes_succeeded", events)
+
+    def _transition(
+        self, new: CircuitState, now: float, cause: str, events: list[BreakerEvent]
+    ) -> None:
+        """Enter `new`; the caller holds the lock and emits `events` after releasing it."""
+        old = self._state
+        self._state = new
+        self._epoch += 1
+        self._consecutive = 0
+        self._probes_in_flight = self._probes_succeeded = self._probes_slow = 0
+        retry_after = None
+        if new is _OPEN:
+            period = self._config.open_period(self._failed_rounds)
+            jitter = self._config.jitter
+            if jitter:
+                period += period * jitter * self._random()
+            self._open_until = now + period
+            retry_after = period
+        elif new is _CLOSED:
+            self._window.clear()
+            self._failed_rounds = 0
+        changes = self._state_changes
+        if changes is None:
+            changes = self._state_changes = deque(maxlen=STATE_CHANGES_KEPT)
+        changes.append((now, old, new))
+        events.append(
+            BreakerEvent(
+                "state_change",
+                self._name,
+                new,
+                now,
+                old_state=old,
+                new_state=new,
+                cause=cause,
+                retry_after=retry_after,
+            )
+        )
+
+    # -- permits returned by the garbage collector ------------------------------
+
+    def _release_abandoned(self, token: int) -> None:
+        """Return the permit of a call whose outcome will never be known (ignored).
+
+        Called from finalizers, which may run while this very thread holds the lock:
+        never block here; hand the permit over to the next locked operation instead.
+        """
+        if token == DRY_RUN:
+            return
+        if self._lock.acquire(blocking=False):
+            try:
+                self._release_one(token)
+            finally:
+                self._lock.release()
+        else:
+            self._deferred.append(token)
+
+    def _drain_deferred(self) -> None:
+        deferred = self._deferred
+        while deferred:
+            self._release_one(deferred.pop())
+
+    def _release_one(self, token: int) -> None:
+        self._counts[IGNORED] += 1
+        if token == self._epoch and self._state is _HALF_OPEN:
+            self._probes_in_flight -= 1
+
+    # -- events -----------------------------------------------------------------
+
+    def _emit(self, events: list[BreakerEvent]) -> None:
+        """Deliver events to listeners and the log; never raises."""
+        listeners = self._listeners
+        for event in events:
+            if event.kind == "state_change":
+                _log_state_change(event)
+                callback = self.on_state_change
+                if callback is not None:
+                    try:
+                        callback(event.old_state, event.new_state)  # type: ignore[arg-type]
+                    except Exception:
+                        logger.exception(
+                            "on_state_change of circuit breaker %r raised",
+                            self._name,
+                            extra={"circuit_breaker": self._name},
+                        )
+            for listener in listeners:
+                _call_listener(listener, event)
+
+
+def _call_listener(listener: Listener, event: BreakerEvent) -> None:
+    try:
+        listener(event)
+    except Exception:
+        logger.exception(
+            "listener of circuit breaker %r raised",
+            event.name,
+            extra={"circuit_breaker": event.name},
+        )
+
+
+def _log_state_change(event: BreakerEvent) -> None:
+    assert event.old_state is not None and event.new_state is not None
+    level = logging.WARNING if event.new_state is _OPEN else logging.INFO
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "circuit breaker %r: %s -> %s (%s)",
+            event.name,
+            event.old_state.value,
+            event.new_state.value,
+            event.cause,
+            extra={
+                "circuit_breaker": event.name,
+                "from_state": event.old_state.value,
+                "to_state": event.new_state.value,
+                "cause": event.cause,
+                "retry_after": event.retry_after,
+            },
+        )
+
+
+def outcome_of(verdict: object, name: str) -> int:
+    """Map a classifier's verdict (True / False / None) to an outcome."""
+    if verdict is True:
+        return FAILURE
+    if verdict is False:
+        return SUCCESS
+    if verdict is None:
+        return IGNORED
+    logger.error(
+        "classifier of circuit breaker %r returned %r, not True, False or None; "
+        "the outcome is ignored",
+        name,
+        verdict,
+        extra={"circuit_breaker": name},
+    )
+    return IGNORED
+

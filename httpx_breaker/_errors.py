@@ -1,0 +1,87 @@
+"""The exceptions a breaker raises.
+
+Both sit in httpx's exception tree, so code that already handles httpx errors
+keeps working::
+
+    httpx.HTTPError
+     └── httpx.RequestError
+          └── httpx.TransportError
+               ├── CircuitOpenError          (the breaker refused the call; no I/O happened)
+               └── httpx.TimeoutException
+                    └── CircuitTimeoutError  (the call outlived the breaker's `timeout`)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+
+if TYPE_CHECKING:
+    from ._state import CircuitState
+
+__all__ = ["CircuitOpenError", "CircuitTimeoutError"]
+
+
+class CircuitOpenError(httpx.TransportError):
+    """The breaker refused the call before any I/O.
+
+    Attributes:
+        key: the breaker's name (for a transport, the host key such as ``"api.example.com"``).
+        state: the breaker's state when it refused (OPEN, or HALF_OPEN with every probe
+            slot taken).
+        retry_after: seconds until a probe may pass, or ``None`` where nobody can tell
+            (forced open, or half-open with its probes still in flight).
+        request: the refused `httpx.Request`, when a transport raised it.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        state: CircuitState,
+        retry_after: float | None,
+        *,
+        request: httpx.Request | None = None,
+    ) -> None:
+        self.key = key
+        self.state = state
+        self.retry_after = retry_after
+        if retry_after is None:
+            detail = f"circuit breaker {key!r} is {state.value}"
+        else:
+            detail = f"circuit breaker {key!r} is {state.value}; retry after {retry_after:.3f}s"
+        super().__init__(detail, request=request)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_open_error, (self.key, self.state, self.retry_after))
+
+
+def _rebuild_open_error(key: str, state: CircuitState, retry_after: float | None) -> CircuitOpenError:
+    return CircuitOpenError(key, state, retry_after)
+
+
+class CircuitTimeoutError(httpx.TimeoutException):
+    """The call outlived the breaker's `timeout` and was abandoned; it counts as a failure.
+
+    Attributes:
+        key: the breaker's name.
+        timeout: the deadline that was exceeded, in seconds.
+        request: the `httpx.Request`, when a transport raised it.
+    """
+
+    def __init__(
+        self, key: str, timeout: float, *, request: httpx.Request | None = None
+    ) -> None:
+        self.key = key
+        self.timeout = timeout
+        super().__init__(
+            f"call through circuit breaker {key!r} exceeded its {timeout:g}s timeout",
+            request=request,
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_timeout_error, (self.key, self.timeout))
+
+
+def _rebuild_timeout_error(key: str, timeout: float) -> CircuitTimeoutError:
+    return CircuitTimeoutError(key, timeout)

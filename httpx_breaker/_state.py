@@ -1,0 +1,51 @@
+"""CircuitState, and the events a breaker reports to its listeners."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+__all__ = ["BreakerEvent", "CircuitState"]
+
+
+class CircuitState(str, enum.Enum):
+    """The three states of a breaker.
+
+    - CLOSED: calls pass; outcomes are counted.
+      -> OPEN when consecutive failures reach `failure_threshold`, or the window's
+      failure (or slow) share reaches its threshold.
+    - OPEN: calls are refused with `CircuitOpenError` without being attempted.
+      -> HALF_OPEN when the open period ends.
+    - HALF_OPEN: up to `half_open_max_requests` probes pass.
+      -> CLOSED when that many probes succeed; -> OPEN on any failed probe.
+    """
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """Something a breaker did, as given to listeners added with `add_listener`.
+
+    `kind` is one of ``"state_change"``, ``"rejected"``, ``"success"``, ``"failure"``,
+    ``"ignored"``. For a state change, `old_state` and `new_state` are set and `cause`
+    says why (``"failure_threshold"``, ``"failure_rate"``, ``"slow_call_rate"``,
+    ``"probe_failed"``, ``"probes_succeeded"``, ``"reset_timeout"``, ``"forced"``,
+    ``"reset"``). `duration` is the call's duration in seconds where there was a call;
+    `time` is the breaker's clock when it happened.
+    """
+
+    kind: str
+    name: str
+    state: CircuitState
+    time: float
+    old_state: CircuitState | None = None
+    new_state: CircuitState | None = None
+    cause: str | None = None
+    duration: float | None = None
+    retry_after: float | None = None

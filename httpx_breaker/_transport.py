@@ -1,0 +1,468 @@
+"""AsyncCircuitBreakerTransport and CircuitBreakerTransport: a breaker per host.
+
+Both share one synchronous core (`_Core`): map a request to its key and breaker, ask
+for a permit before any I/O, and turn what came back into one outcome for the
+breaker. The response body is wrapped so that the outcome is recorded when the body
+is closed (an error while it streams reaches the classifier), and a response that is
+dropped unclosed hands its permit back when it is garbage-collected.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
+from ._classify import Classifier, default_classifier
+from ._config import CircuitBreakerConfig
+from ._deadline import run_with_deadline
+from ._errors import CircuitOpenError, CircuitTimeoutError
+from ._registry import BreakerRegistry, default_key
+
+__all__ = ["AsyncCircuitBreakerTransport", "CircuitBreakerTransport", "parse_retry_after"]
+
+logger = logging.getLogger("httpx_breaker")
+
+EXTENSION = "circuit_breaker"
+_OPTIONS = frozenset({"bypass", "policy", "key"})
+
+
+def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
+    """Seconds a ``Retry-After`` value asks for, or None if it is not valid.
+
+    Accepts delta-seconds (``"120"``) and an HTTP-date; a date in the past gives 0.0.
+    `now` is the wall-clock time to measure a date from (`time.time()` by default).
+    """
+    value = value.strip()
+    if not value:
+        return None
+    if value.isascii() and value.isdigit():
+        # Huge values are capped later by max_retry_after; avoid int->float overflow here.
+        return float(value) if len(value) < 300 else float("inf")
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    try:
+        stamp = when.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+    if now is None:
+        now = time.time()
+    return max(0.0, stamp - now)
+
+
+class _Core:
+    """What both transports do around the wrapped transport, with no I/O of its own."""
+
+    __slots__ = ("classifier", "key", "registry")
+
+    def __init__(
+        self,
+        *,
+        default: CircuitBreakerConfig | None,
+        policies: Mapping[str, CircuitBreakerConfig] | None,
+        classifier: Classifier | None,
+        key: Callable[[httpx.Request], str] | None,
+        registry: BreakerRegistry | None,
+    ) -> None:
+        if registry is not None:
+            if default is not None or policies is not None:
+                raise ValueError(
+                    "registry cannot be combined with default or policies: "
+                    "configure the BreakerRegistry itself"
+                )
+            if not isinstance(registry, BreakerRegistry):
+                raise TypeError(f"registry must be a BreakerRegistry, got {registry!r}")
+        else:
+            registry = BreakerRegistry(default=default, policies=policies)
+        if classifier is not None and not callable(classifier):
+            raise TypeError(f"classifier must be callable, got {classifier!r}")
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be callable, got {key!r}")
+        self.registry = registry
+        self.classifier: Classifier = classifier or default_classifier
+        self.key: Callable[[httpx.Request], str] = key or default_key
+
+    def admit(self, request: httpx.Request) -> tuple[CircuitBreaker, int] | None:
+        """The request's breaker and permit, None to bypass; raises CircuitOpenError."""
+        options = request.extensions.get(EXTENSION)
+        policy = key = None
+        if options is not None:
+            if not isinstance(options, Mapping):
+                raise TypeError(
+                    f'request.extensions["{EXTENSION}"] must be a mapping such as '
+                    f'{{"bypass": True}}, got {options!r}'
+                )
+            unknown = set(options) - _OPTIONS
+            if unknown:
+                raise ValueError(
+                    f'request.extensions["{EXTENSION}"] has unknown options {sorted(unknown)}; '
+                    f"known: {sorted(_OPTIONS)}"
+                )
+            if options.get("bypass"):
+                return None
+            policy = options.get("policy")
+            key = options.get("key")
+            if key is not None and not isinstance(key, str):
+                raise TypeError(f'request.extensions["{EXTENSION}"]["key"] must be a str, got {key!r}')
+        if key is None:
+            key = self.key(request)
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"the key function must return a str, got {type(key).__name__} {key!r}"
+                )
+        breaker = self.registry.breaker_for(key, policy=policy)
+        try:
+            return breaker, breaker._acquire()
+        except CircuitOpenError as exc:
+            exc.request = request
+            raise
+
+    def outcome(
+        self,
+        breaker: CircuitBreaker,
+        request: httpx.Request,
+        response: httpx.Response | None,
+        exc: BaseException | None,
+    ) -> int:
+        """Ask the classifier; cancellations and excluded exceptions are ignored first."""
+        if exc is not None:
+            if not isinstance(exc, Exception):
+                return IGNORED
+            excluded = breaker.config.exclude_exceptions
+            if excluded and isinstance(exc, excluded):
+                return IGNORED
+        try:
+            verdict = self.classifier(request, response, exc)
+        except Exception:
+            logger.exception(
+                "classifier raised for circuit breaker %r; the outcome is ignored",
+                breaker.name,
+                extra={"circuit_breaker": breaker.name},
+            )
+            return IGNORED
+        if verdict is False:
+            return SUCCESS
+        return outcome_of(verdict, breaker.name)
+
+    def failed(
+        self,
+        breaker: CircuitBreaker,
+        token: int,
+        request: httpx.Request,
+        exc: BaseException,
+        start: float,
+    ) -> None:
+        """Record a request that ended with no response."""
+        if isinstance(exc, CircuitTimeoutError):
+            exc.request = request
+        breaker._record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
+
+
+class _Tracked:
+    """The pending outcome of one response, settled once: on close, or when collected."""
+
+    __slots__ = ("_breaker", "_core", "_end", "_error", "_request", "_response", "_start", "_token")
+
+    def __init__(
+        self,
+        core: _Core,
+        breaker: CircuitBreaker,
+        token: int,
+        request: httpx.Request,
+        response: httpx.Response,
+        start: float,
+        end: float,
+    ) -> None:
+        self._core: _Core | None = core
+        self._breaker = breaker
+        self._token = token
+        self._request = request
+        self._response = response
+        self._start = start
+        self._end = end
+        self._error: BaseException | None = None
+
+    def _settle(self) -> None:
+        core = self._core
+        if core is None:
+            return
+        self._core = None
+        breaker = self._breaker
+        response = self._response
+        error = self._error
+        outcome = core.outcome(breaker, self._request, response, error)
+        retry_after = None
+        if outcome == FAILURE and breaker.config.respect_retry_after:
+            header = response.headers.get("retry-after")
+            if header is not None:
+                retry_after = parse_retry_after(header)
+        breaker._record(self._token, outcome, self._start, self._end, retry_after)
+        # Drop references the breaker does not need, so a long-lived response holds less.
+        self._error = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_core", None) is not None:
+            self._core = None
+            self._breaker._release_abandoned(self._token)
+
+
+class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: httpx.AsyncByteStream, *args: Any) -> None:
+        super().__init__(*args)
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._stream:
+                yield chunk
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._settle()
+
+
+class _SyncTrackedStream(_Tracked, httpx.SyncByteStream):
+    __slots__ = ("_stream",)
+
+    def __init__(self, stream: httpx.SyncByteStream, *args: Any) -> None:
+        super().__init__(*args)
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._stream
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._settle()
+
+
+def _annotate(response: httpx.Response, breaker: CircuitBreaker, state: object) -> None:
+    response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
+
+
+class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
+    """An `httpx.AsyncBaseTransport` that puts a circuit breaker in front of each host.
+
+    Args:
+        transport: the transport to wrap; `httpx.AsyncHTTPTransport()` by default.
+            Closing this transport closes it.
+        default: the policy for hosts no pattern of `policies` matches.
+        policies: pattern -> policy (exact key, host, or ``*.suffix``).
+        classifier: `(request, response, exception) -> bool | None`; see
+            `httpx_breaker.classifiers`. Defaults to the rules of `default_classifier`.
+        key: `request -> str` naming the breaker of a request; host[:port] by default.
+        registry: a `BreakerRegistry` to use (and share); not together with `default`
+            or `policies`.
+
+    Raises (from `handle_async_request`):
+        CircuitOpenError: the host's breaker is open; the wrapped transport was not called.
+        CircuitTimeoutError: response headers did not arrive within the policy's `timeout`.
+    """
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        default: CircuitBreakerConfig | None = None,
+        policies: Mapping[str, CircuitBreakerConfig] | None = None,
+        classifier: Classifier | None = None,
+        key: Callable[[httpx.Request], str] | None = None,
+        registry: BreakerRegistry | None = None,
+    ) -> None:
+        self._core = _Core(
+            default=default, policies=policies, classifier=classifier, key=key, registry=registry
+        )
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport()
+        elif not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
+        self._transport = transport
+
+    @classmethod
+    def from_http_options(
+        cls,
+        *,
+        default: CircuitBreakerConfig | None = None,
+        policies: Mapping[str, CircuitBreakerConfig] | None = None,
+        classifier: Classifier | None = None,
+        key: Callable[[httpx.Request], str] | None = None,
+        registry: BreakerRegistry | None = None,
+        **http_options: Any,
+    ) -> AsyncCircuitBreakerTransport:
+        """Wrap an `httpx.AsyncHTTPTransport(**http_options)` (``http2``, ``retries``,
+        ``limits``, ``proxy``, ``verify``, ...).
+
+        A client given `transport=` no longer reads proxies from the environment:
+        pass ``proxy=`` here instead.
+        """
+        return cls(
+            httpx.AsyncHTTPTransport(**http_options),
+            default=default,
+            policies=policies,
+            classifier=classifier,
+            key=key,
+            registry=registry,
+        )
+
+    @property
+    def registry(self) -> BreakerRegistry:
+        """The breakers of this transport, by key."""
+        return self._core.registry
+
+    @property
+    def transport(self) -> httpx.AsyncBaseTransport:
+        """The wrapped transport."""
+        return self._transport
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        core = self._core
+        admitted = core.admit(request)
+        if admitted is None:
+            return await self._transport.handle_async_request(request)
+        breaker, token = admitted
+        state = breaker._state
+        clock = breaker.clock
+        start = clock()
+        timeout = breaker.config.timeout
+        try:
+            if timeout is None:
+                response = await self._transport.handle_async_request(request)
+            else:
+                response = await run_with_deadline(
+                    self._transport.handle_async_request(request), timeout, breaker.name
+                )
+        except BaseException as exc:
+            core.failed(breaker, token, request, exc, start)
+            raise
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
+        response.stream = _AsyncTrackedStream(
+            stream, core, breaker, token, request, response, start, clock()
+        )
+        _annotate(response, breaker, state)
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+class CircuitBreakerTransport(httpx.BaseTransport):
+    """The sync twin of `AsyncCircuitBreakerTransport`, for `httpx.Client`; thread-safe.
+
+    A sync request cannot be abandoned: the policy's `timeout` caps the wrapped
+    transport's connect, read, write and pool timeouts for the request, and a request
+    whose headers still arrive later than `timeout` is recorded as a failure (its
+    response is returned all the same).
+    """
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        default: CircuitBreakerConfig | None = None,
+        policies: Mapping[str, CircuitBreakerConfig] | None = None,
+        classifier: Classifier | None = None,
+        key: Callable[[httpx.Request], str] | None = None,
+        registry: BreakerRegistry | None = None,
+    ) -> None:
+        self._core = _Core(
+            default=default, policies=policies, classifier=classifier, key=key, registry=registry
+        )
+        if transport is None:
+            transport = httpx.HTTPTransport()
+        elif not isinstance(transport, httpx.BaseTransport):
+            raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
+        self._transport = transport
+
+    @classmethod
+    def from_http_options(
+        cls,
+        *,
+        default: CircuitBreakerConfig | None = None,
+        policies: Mapping[str, CircuitBreakerConfig] | None = None,
+        classifier: Classifier | None = None,
+        key: Callable[[httpx.Request], str] | None = None,
+        registry: BreakerRegistry | None = None,
+        **http_options: Any,
+    ) -> CircuitBreakerTransport:
+        """Wrap an `httpx.HTTPTransport(**http_options)`; see the async twin."""
+        return cls(
+            httpx.HTTPTransport(**http_options),
+            default=default,
+            policies=policies,
+            classifier=classifier,
+            key=key,
+            registry=registry,
+        )
+
+    @property
+    def registry(self) -> BreakerRegistry:
+        """The breakers of this transport, by key."""
+        return self._core.registry
+
+    @property
+    def transport(self) -> httpx.BaseTransport:
+        """The wrapped transport."""
+        return self._transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        core = self._core
+        admitted = core.admit(request)
+        if admitted is None:
+            return self._transport.handle_request(request)
+        breaker, token = admitted
+        state = breaker._state
+        clock = breaker.clock
+        timeout = breaker.config.timeout
+        if timeout is not None:
+            _cap_timeouts(request, timeout)
+        start = clock()
+        try:
+            response = self._transport.handle_request(request)
+        except BaseException as exc:
+            core.failed(breaker, token, request, exc, start)
+            raise
+        end = clock()
+        stream = response.stream
+        assert isinstance(stream, httpx.SyncByteStream)
+        tracked = _SyncTrackedStream(stream, core, breaker, token, request, response, start, end)
+        if timeout is not None and end - start > timeout:
+            tracked._error = CircuitTimeoutError(breaker.name, timeout, request=request)
+        response.stream = tracked
+        _annotate(response, breaker, state)
+        return response
+
+    def close(self) -> None:
+        self._transport.close()
+
+
+def _cap_timeouts(request: httpx.Request, timeout: float) -> None:
+    current = request.extensions.get("timeout")
+    if not isinstance(current, Mapping):
+        request.extensions["timeout"] = dict.fromkeys(("connect", "read", "write", "pool"), timeout)
+        return
+    capped = {}
+    for phase in ("connect", "read", "write", "pool"):
+        value = current.get(phase)
+        capped[phase] = timeout if value is None or value > timeout else value
+    request.extensions["timeout"] = capped

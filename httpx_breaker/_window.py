@@ -1,0 +1,66 @@
+"""The sliding window: the last `size` outcomes younger than `duration` seconds.
+
+A ring buffer with running counts: recording and reading are O(1) (expiry is
+amortised O(1), each outcome leaves once), and memory is fixed at construction.
+"""
+
+from __future__ import annotations
+
+__all__ = ["SlidingWindow"]
+
+FAILED = 1
+SLOW = 2
+
+
+class SlidingWindow:
+    """Counts of recorded outcomes, failed outcomes and slow outcomes in the window."""
+
+    __slots__ = ("_duration", "_flags", "_head", "_size", "_times", "count", "failures", "slow")
+
+    def __init__(self, size: int, duration: float) -> None:
+        self._size = size
+        self._duration = duration
+        self._times = [0.0] * size
+        self._flags = [0] * size
+        self._head = 0  # index of the oldest outcome
+        self.count = 0
+        self.failures = 0
+        self.slow = 0
+
+    def record(self, now: float, flags: int) -> None:
+        """Add one outcome (`flags` is FAILED | SLOW bits), evicting the oldest when full."""
+        size = self._size
+        if self.count == size:
+            self._drop_oldest()
+        i = self._head + self.count
+        if i >= size:
+            i -= size
+        self._times[i] = now
+        self._flags[i] = flags
+        self.count += 1
+        if flags & FAILED:
+            self.failures += 1
+        if flags & SLOW:
+            self.slow += 1
+
+    def expire(self, now: float) -> None:
+        """Drop outcomes recorded more than `duration` seconds before `now`."""
+        horizon = now - self._duration
+        times = self._times
+        while self.count and times[self._head] < horizon:
+            self._drop_oldest()
+
+    def clear(self) -> None:
+        self._head = 0
+        self.count = self.failures = self.slow = 0
+
+    def _drop_oldest(self) -> None:
+        h = self._head
+        flags = self._flags[h]
+        if flags & FAILED:
+            self.failures -= 1
+        if flags & SLOW:
+            self.slow -= 1
+        self.count -= 1
+        h += 1
+        self._head = 0 if h == self._size else h
