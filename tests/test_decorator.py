@@ -1,0 +1,164 @@
+"""@circuit_breaker on async and sync functions, and get_all_circuit_breakers()."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+
+import anyio
+import pytest
+
+from httpx_breaker import (
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CircuitState,
+    circuit_breaker,
+    get_all_circuit_breakers,
+)
+
+from .conftest import FakeClock
+
+
+class Boom(Exception):
+    """The failure our test functions raise."""
+
+
+@pytest.mark.anyio
+async def test_async_function_goes_through_its_breaker(clock: FakeClock) -> None:
+    """A decorated coroutine function stays async and opens after its failures."""
+
+    @circuit_breaker(name="deco-async", config=CircuitBreakerConfig(failure_threshold=2), clock=clock)
+    async def fetch(x: int, *, fail: bool = False) -> int:
+        await anyio.lowlevel.checkpoint()
+        if fail:
+            raise Boom
+        return x * 2
+
+    assert inspect.iscoroutinefunction(fetch)
+    assert await fetch(21) == 42
+    for _ in range(2):
+        with pytest.raises(Boom):
+            await fetch(1, fail=True)
+    breaker = fetch.circuit_breaker()
+    assert isinstance(breaker, CircuitBreaker)
+    assert breaker.name == "deco-async"
+    assert breaker.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError) as info:
+        await fetch(1)
+    assert info.value.key == "deco-async"
+    m = breaker.get_metrics()
+    assert (m.successful_requests, m.failed_requests, m.rejected_requests) == (1, 2, 1)
+
+
+def test_sync_function_goes_through_its_breaker(clock: FakeClock) -> None:
+    """A decorated plain function is called through `call` and keeps its metadata."""
+
+    @circuit_breaker(name="deco-sync", config=CircuitBreakerConfig(failure_threshold=1), clock=clock)
+    def parse(text: str) -> int:
+        """Parse an int."""
+        return int(text)
+
+    assert not inspect.iscoroutinefunction(parse)
+    assert parse.__name__ == "parse"
+    assert parse.__doc__ == "Parse an int."
+    assert parse("5") == 5
+    with pytest.raises(ValueError, match="invalid literal"):
+        parse("x")
+    with pytest.raises(CircuitOpenError):
+        parse("6")
+    assert parse.circuit_breaker().get_metrics().failed_requests == 1  # type: ignore[attr-defined]
+
+
+def test_name_defaults_to_module_and_qualified_name() -> None:
+    """Without a name the breaker is named after the function's module and qualname."""
+
+    @circuit_breaker()
+    def helper() -> None: ...
+
+    @circuit_breaker
+    def bare() -> None: ...
+
+    assert helper.circuit_breaker().name == f"{__name__}.{helper.__qualname__}"  # type: ignore[attr-defined]
+    assert bare.circuit_breaker().name.endswith("test_name_defaults_to_module_and_qualified_name.<locals>.bare")  # type: ignore[attr-defined]
+
+
+def test_name_may_be_positional() -> None:
+    """`@circuit_breaker("name")` names the breaker; naming it twice is an error."""
+
+    @circuit_breaker("positional")
+    def f() -> int:
+        return 1
+
+    assert f.circuit_breaker().name == "positional"  # type: ignore[attr-defined]
+    with pytest.raises(TypeError):
+        circuit_breaker("a", name="b")
+
+
+def test_decorator_classifier_sees_results(clock: FakeClock) -> None:
+    """The decorator passes its classifier on, so returned failures trip the breaker."""
+
+    @circuit_breaker(
+        name="deco-result",
+        config=CircuitBreakerConfig(failure_threshold=1),
+        classifier=lambda result, exc: result == "error",
+        clock=clock,
+    )
+    def lookup() -> str:
+        return "error"
+
+    assert lookup() == "error"
+    assert lookup.circuit_breaker().state is CircuitState.OPEN  # type: ignore[attr-defined]
+
+
+def test_each_decorated_function_has_its_own_breaker() -> None:
+    """Two decorated functions never share a breaker."""
+
+    @circuit_breaker(name="one")
+    def a() -> None: ...
+
+    @circuit_breaker(name="two")
+    def b() -> None: ...
+
+    assert a.circuit_breaker() is not b.circuit_breaker()  # type: ignore[attr-defined]
+
+
+def test_get_all_lists_live_breakers_weakly() -> None:
+    """Live breakers are listed by name; a dropped one disappears after collection."""
+    kept = CircuitBreaker("registry-kept")
+    dropped = CircuitBreaker("registry-dropped")
+
+    @circuit_breaker(name="registry-decorated")
+    def f() -> None: ...
+
+    every = get_all_circuit_breakers()
+    assert every["registry-kept"] is kept
+    assert every["registry-dropped"] is dropped
+    assert every["registry-decorated"] is f.circuit_breaker()  # type: ignore[attr-defined]
+    del every, dropped
+    gc.collect()
+    every = get_all_circuit_breakers()
+    assert "registry-dropped" not in every
+    assert every["registry-kept"] is kept
+    assert "registry-decorated" in every
+
+
+def test_get_all_most_recent_wins_on_name_clash() -> None:
+    """Of two breakers with one name, the newer is listed; drop it and the older returns."""
+    older = CircuitBreaker("clash")
+    newer = CircuitBreaker("clash")
+    assert get_all_circuit_breakers()["clash"] is newer
+    del newer
+    gc.collect()
+    assert get_all_circuit_breakers()["clash"] is older
+    del older
+    gc.collect()
+    assert "clash" not in get_all_circuit_breakers()
+
+
+def test_get_all_returns_a_copy() -> None:
+    """Changing the returned dict does not change the process-wide view."""
+    kept = CircuitBreaker("copy-me")
+    every = get_all_circuit_breakers()
+    every.clear()
+    assert get_all_circuit_breakers()["copy-me"] is kept

@@ -1,0 +1,104 @@
+"""The sliding window: count and time expiry, O(1) running counts, fixed memory."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from httpx_breaker._window import FAILED, SLOW, SlidingWindow
+
+
+def test_empty_window_counts_nothing() -> None:
+    """A new window holds no outcomes."""
+    window = SlidingWindow(3, 10.0)
+    assert (window.count, window.failures, window.slow) == (0, 0, 0)
+
+
+def test_window_keeps_only_the_last_size_outcomes() -> None:
+    """Past `size` outcomes the oldest leaves, with its flags."""
+    window = SlidingWindow(3, 100.0)
+    window.record(0.0, FAILED)
+    window.record(0.0, FAILED | SLOW)
+    window.record(0.0, 0)
+    assert (window.count, window.failures, window.slow) == (3, 2, 1)
+    window.record(0.0, 0)  # evicts the first FAILED
+    assert (window.count, window.failures, window.slow) == (3, 1, 1)
+    window.record(0.0, 0)  # evicts FAILED | SLOW
+    assert (window.count, window.failures, window.slow) == (3, 0, 0)
+
+
+def test_outcomes_older_than_duration_expire() -> None:
+    """`expire(now)` drops outcomes older than `duration`, keeping those exactly that old."""
+    window = SlidingWindow(10, 5.0)
+    window.record(0.0, FAILED)
+    window.record(1.0, SLOW)
+    window.record(2.0, 0)
+    window.expire(5.0)  # the first is exactly 5 s old: not older, stays
+    assert (window.count, window.failures, window.slow) == (3, 1, 1)
+    window.expire(6.5)
+    assert (window.count, window.failures, window.slow) == (1, 0, 0)
+    window.expire(100.0)
+    assert (window.count, window.failures, window.slow) == (0, 0, 0)
+
+
+def test_clear_empties_the_window() -> None:
+    """`clear()` forgets every outcome and new ones count from zero."""
+    window = SlidingWindow(2, 10.0)
+    window.record(0.0, FAILED)
+    window.record(0.0, FAILED)
+    window.clear()
+    assert (window.count, window.failures, window.slow) == (0, 0, 0)
+    window.record(1.0, SLOW)
+    window.record(1.0, FAILED)
+    window.record(1.0, 0)
+    assert (window.count, window.failures, window.slow) == (2, 1, 0)
+
+
+def test_memory_is_fixed_at_construction() -> None:
+    """The ring buffers never grow, whatever is recorded."""
+    window = SlidingWindow(4, 1.0)
+    times, flags = window._times, window._flags
+    for i in range(1000):
+        window.record(i * 0.1, i % 4)
+        window.expire(i * 0.1)
+    assert window._times is times and window._flags is flags
+    assert len(times) == len(flags) == 4
+
+
+operation = st.one_of(
+    st.tuples(st.just("record"), st.floats(0, 3, allow_nan=False), st.integers(0, 3)),
+    st.tuples(st.just("expire"), st.floats(0, 3, allow_nan=False), st.just(0)),
+    st.tuples(st.just("clear"), st.just(0.0), st.just(0)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 6),
+    duration=st.floats(0.5, 5.0),
+    ops=st.lists(operation, max_size=60),
+)
+def test_running_counts_match_a_brute_force_recount(
+    size: int, duration: float, ops: list[tuple[str, float, int]]
+) -> None:
+    """After any sequence of operations the running counts equal a recount of a plain list."""
+    window = SlidingWindow(size, duration)
+    reference: list[tuple[float, int]] = []
+    now = 0.0
+    for kind, step, flags in ops:
+        now += step  # time only moves forward
+        if kind == "record":
+            window.expire(now)
+            window.record(now, flags)
+            reference = [(t, f) for t, f in reference if t >= now - duration]
+            reference = [*reference, (now, flags)][-size:]
+        elif kind == "expire":
+            window.expire(now)
+            reference = [(t, f) for t, f in reference if t >= now - duration]
+        else:
+            window.clear()
+            reference = []
+        assert window.count == len(reference)
+        assert window.failures == sum(1 for _, f in reference if f & FAILED)
+        assert window.slow == sum(1 for _, f in reference if f & SLOW)
+        assert window.count <= size
