@@ -9,6 +9,7 @@ case-insensitive.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import threading
 from collections import OrderedDict
@@ -19,10 +20,13 @@ from typing import Any
 import httpx
 
 from ._breaker import CircuitBreaker, _live_breakers
-from ._config import CircuitBreakerConfig
+from ._config import CircuitBreakerConfig, ConfigTypeError
 from ._state import CircuitState
 
-__all__ = ["BreakerRegistry", "default_key", "get_all_circuit_breakers"]
+# How many breakers one eviction looks at, at most: bounded work under the lock.
+EVICTION_SCAN = 64
+
+__all__ = ["BreakerRegistry", "default_key", "get_all_circuit_breakers", "normalize_pattern"]
 
 
 def get_all_circuit_breakers() -> dict[str, CircuitBreaker]:
@@ -35,13 +39,102 @@ def get_all_circuit_breakers() -> dict[str, CircuitBreaker]:
 
 
 def default_key(request: httpx.Request) -> str:
-    """The breaker key of a request: host, plus ``:port`` when it is not the default."""
+    """The breaker key of a request: host, plus ``:port`` when it is not the default.
+
+    The host is lower-case ASCII (an internationalised name in its punycode form,
+    ``xn--bcher-kva.example``); an IPv6 address is bracketed and compressed
+    (``[::1]:8080``). Userinfo, path, query and fragment are never part of the key.
+    """
     url = request.url
-    host = url.host
+    # raw_host is the one spelling of a host: lower case, IDNA as punycode. (`url.host`
+    # decodes punycode only when it starts the host, so it has two spellings.)
+    host = url.raw_host.decode("ascii")
     if ":" in host:
-        host = f"[{host}]"
+        host = f"[{_canonical_ipv6(host)}]"
     port = url.port
     return host if port is None else f"{host}:{port}"
+
+
+def _canonical_ipv6(address: str) -> str:
+    """One spelling per IPv6 address (httpx keeps ``[2001:DB8:0::1]`` as written)."""
+    try:
+        return ipaddress.IPv6Address(address).compressed
+    except ValueError:
+        return address.lower()
+
+
+# Characters no pattern holds: whitespace, or userinfo given by mistake.
+_NEVER_IN_PATTERN = frozenset(" \t\r\n@")
+# Characters a host[:port] never holds; a pattern with one is an opaque custom key.
+_NOT_IN_HOST = frozenset("/\\?#%")
+
+
+def normalize_pattern(pattern: str) -> str:
+    """The canonical form of a policy pattern, as keys are spelled; ValueError if invalid.
+
+    A pattern is a host (``"api.example.com"``, ``"[::1]"``), a host with a port
+    (``"api.example.com:8443"``) or a wildcard for subdomains (``"*.example.com"``).
+    Hosts are lower-cased, internationalised names take their ASCII (punycode) form
+    as keys do, IPv6 addresses are bracketed and compressed. Anything
+    else that is not a host (a key of a custom `key` function such as ``"svc:payments"``
+    or ``"api.example.com/v2"``) is matched as an exact key, case-insensitively.
+    """
+    if not isinstance(pattern, str):
+        raise ConfigTypeError(f"a policy pattern must be a str, got {pattern!r}")
+    what = (
+        f"policy pattern {pattern!r} is not valid: use a host such as 'api.example.com', "
+        "a host and port such as 'api.example.com:8443', or a wildcard such as "
+        "'*.example.com'"
+    )
+    wildcard = pattern.startswith("*.")
+    rest = pattern[2:] if wildcard else pattern
+    if not rest or "*" in rest or "://" in rest or not _NEVER_IN_PATTERN.isdisjoint(rest):
+        raise ValueError(what)
+    if not _NOT_IN_HOST.isdisjoint(rest):
+        if wildcard:
+            raise ValueError(what)
+        return rest.lower()
+    port = ""
+    if rest.startswith("["):
+        end = rest.find("]")
+        if end == -1:
+            raise ValueError(what)
+        host, tail = rest[1:end], rest[end + 1 :]
+        if tail:
+            if not tail.startswith(":"):
+                raise ValueError(what)
+            port = tail[1:]
+        ipv6 = True
+    elif rest.count(":") > 1:
+        host, ipv6 = rest, True
+    else:
+        host, sep, port = rest.partition(":")
+        ipv6 = False
+        if sep and not (port.isascii() and port.isdigit()):
+            if wildcard or not port:
+                raise ValueError(what)
+            return rest.lower()  # "svc:payments": a custom key, not host:port
+    if port:
+        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"{what} (bad port {port!r})")
+        if wildcard:
+            raise ValueError(f"{what} (a wildcard matches hosts on any port; drop the port)")
+    if ipv6:
+        if wildcard:
+            raise ValueError(what)
+        try:
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            raise ValueError(f"{what} ({host!r} is not an IPv6 address)") from None
+    else:
+        if "" in host.split(".") or "[" in host or "]" in host:
+            raise ValueError(what)
+        try:
+            host = httpx.URL(f"http://{host}/").raw_host.decode("ascii")
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ValueError(f"{what} ({exc})") from None
+    normalized = f"{host}:{port}" if port else host
+    return f"*.{normalized}" if wildcard else normalized
 
 
 def _bare_host(key: str) -> str:
@@ -64,21 +157,17 @@ def _check_policies(
         raise TypeError(f"policies must be a mapping of pattern to CircuitBreakerConfig, got {policies!r}")
     checked: dict[str, CircuitBreakerConfig] = {}
     for pattern, config in policies.items():
-        if not isinstance(pattern, str) or not pattern:
-            raise ValueError(f"policies keys must be non-empty strings, got {pattern!r}")
         if not isinstance(config, CircuitBreakerConfig):
             raise TypeError(
                 f"policies[{pattern!r}] must be a CircuitBreakerConfig, got {config!r}"
             )
-        if "*" in pattern and not (pattern.startswith("*.") and "*" not in pattern[2:]):
+        normalized = normalize_pattern(pattern)
+        if normalized in checked:
             raise ValueError(
-                f"policies pattern {pattern!r} is not valid: a wildcard must be a leading "
-                "'*.' as in '*.example.com'"
+                f"policies has {pattern!r} twice (patterns are case-insensitive; "
+                f"both are {normalized!r})"
             )
-        lowered = pattern.lower()
-        if lowered in checked:
-            raise ValueError(f"policies has {pattern!r} twice (patterns are case-insensitive)")
-        checked[lowered] = config
+        checked[normalized] = config
     return checked
 
 
@@ -168,13 +257,14 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         policy do not share failures with the host's main breaker.
         """
         if policy is not None:
-            config = self._policies.get(policy.lower())
+            pattern = normalize_pattern(policy)
+            config = self._policies.get(pattern)
             if config is None:
                 raise ValueError(
                     f"policy {policy!r} is not one of this registry's policies "
                     f"({sorted(self._policies)})"
                 )
-            key = f"{key}#{policy.lower()}"
+            key = f"{key}#{pattern}"
         else:
             config = None
         breakers = self._breakers
@@ -198,13 +288,16 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     def _evict_one(self) -> None:
         """Drop the LRU breaker that is neither open nor half-open (lock held).
 
-        Open and half-open breakers met on the way are moved to the recent end, so
-        each is looked at once; if every breaker is open, the one whose open period
-        ends first goes.
+        Open and half-open breakers met on the way are moved to the recent end, so the
+        next eviction starts past them. The walk stops after `EVICTION_SCAN` breakers:
+        if all of those are open (or half-open), the one whose open period ends first
+        goes. In a registry of up to `EVICTION_SCAN` breakers that is exactly the rule
+        "LRU closed breaker, else the soonest-ending open one"; in a larger one it keeps
+        a flood of failing hosts from costing a full scan per new host.
         """
         breakers = self._breakers
         soonest: tuple[float, str] | None = None
-        for _ in range(len(breakers)):
+        for _ in range(min(len(breakers), EVICTION_SCAN)):
             key, breaker = next(iter(breakers.items()))
             if breaker._state is CircuitState.CLOSED:
                 del breakers[key]

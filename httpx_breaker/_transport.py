@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
+from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker
 from ._classify import Classifier, default_classifier
 from ._config import CircuitBreakerConfig
 from ._deadline import run_with_deadline
@@ -110,13 +110,15 @@ class _Core:
             policy = options.get("policy")
             key = options.get("key")
             if key is not None and not isinstance(key, str):
-                raise TypeError(f'request.extensions["{EXTENSION}"]["key"] must be a str, got {key!r}')
+                raise TypeError(
+                    f'request.extensions["{EXTENSION}"]["key"] must be a str, '
+                    f"got {type(key).__name__}"
+                )
         if key is None:
             key = self.key(request)
             if not isinstance(key, str):
-                raise TypeError(
-                    f"the key function must return a str, got {type(key).__name__} {key!r}"
-                )
+                # The type only: the value (a URL, the request) may hold credentials.
+                raise TypeError(f"the key function must return a str, got {type(key).__name__}")
         breaker = self.registry.breaker_for(key, policy=policy)
         try:
             return breaker, breaker._acquire()
@@ -149,7 +151,19 @@ class _Core:
             return IGNORED
         if verdict is False:
             return SUCCESS
-        return outcome_of(verdict, breaker.name)
+        if verdict is True:
+            return FAILURE
+        if verdict is not None:
+            # The type only: a value returned by mistake (the request, its URL) could
+            # carry credentials or a path into the log.
+            logger.error(
+                "classifier returned a %s, not True, False or None, for circuit breaker %r; "
+                "the outcome is ignored",
+                type(verdict).__name__,
+                breaker.name,
+                extra={"circuit_breaker": breaker.name},
+            )
+        return IGNORED
 
     def failed(
         self,
@@ -163,6 +177,26 @@ class _Core:
         if isinstance(exc, CircuitTimeoutError):
             exc.request = request
         breaker._record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
+
+
+def _finish(
+    core: _Core,
+    breaker: CircuitBreaker,
+    token: int,
+    request: httpx.Request,
+    response: httpx.Response,
+    error: BaseException | None,
+    start: float,
+    end: float,
+) -> None:
+    """Record the outcome of a request that got a response (Retry-After included)."""
+    outcome = core.outcome(breaker, request, response, error)
+    retry_after = None
+    if outcome == FAILURE and breaker.config.respect_retry_after:
+        header = response.headers.get("retry-after")
+        if header is not None:
+            retry_after = parse_retry_after(header)
+    breaker._record(token, outcome, start, end, retry_after)
 
 
 class _Tracked:
@@ -184,7 +218,8 @@ class _Tracked:
         self._breaker = breaker
         self._token = token
         self._request = request
-        self._response = response
+        # Dropped once the outcome is settled: the stream then keeps nothing of the response.
+        self._response: httpx.Response | None = response
         self._start = start
         self._end = end
         self._error: BaseException | None = None
@@ -194,18 +229,13 @@ class _Tracked:
         if core is None:
             return
         self._core = None
-        breaker = self._breaker
         response = self._response
-        error = self._error
-        outcome = core.outcome(breaker, self._request, response, error)
-        retry_after = None
-        if outcome == FAILURE and breaker.config.respect_retry_after:
-            header = response.headers.get("retry-after")
-            if header is not None:
-                retry_after = parse_retry_after(header)
-        breaker._record(self._token, outcome, self._start, self._end, retry_after)
+        assert response is not None
+        breaker, error = self._breaker, self._error
+        _finish(core, breaker, self._token, self._request, response, error, self._start, self._end)
         # Drop references the breaker does not need, so a long-lived response holds less.
         self._error = None
+        self._response = None
 
     def __del__(self) -> None:
         if getattr(self, "_core", None) is not None:
@@ -354,11 +384,17 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start)
             raise
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        response.stream = _AsyncTrackedStream(
-            stream, core, breaker, token, request, response, start, clock()
-        )
+        if response.is_closed:
+            # Already read (a MockTransport, a cache): httpx will not close its stream
+            # again, so the outcome is known now. Wrapping it would also nest wrappers
+            # around a response object that an inner transport hands out repeatedly.
+            _finish(core, breaker, token, request, response, None, start, clock())
+        else:
+            stream = response.stream
+            assert isinstance(stream, httpx.AsyncByteStream)
+            response.stream = _AsyncTrackedStream(
+                stream, core, breaker, token, request, response, start, clock()
+            )
         _annotate(response, breaker, state)
         return response
 
@@ -443,12 +479,20 @@ class CircuitBreakerTransport(httpx.BaseTransport):
             core.failed(breaker, token, request, exc, start)
             raise
         end = clock()
-        stream = response.stream
-        assert isinstance(stream, httpx.SyncByteStream)
-        tracked = _SyncTrackedStream(stream, core, breaker, token, request, response, start, end)
+        overrun = None
         if timeout is not None and end - start > timeout:
-            tracked._error = CircuitTimeoutError(breaker.name, timeout, request=request)
-        response.stream = tracked
+            overrun = CircuitTimeoutError(breaker.name, timeout, request=request)
+        if response.is_closed:
+            # Already read: see the async twin.
+            _finish(core, breaker, token, request, response, overrun, start, end)
+        else:
+            stream = response.stream
+            assert isinstance(stream, httpx.SyncByteStream)
+            tracked = _SyncTrackedStream(
+                stream, core, breaker, token, request, response, start, end
+            )
+            tracked._error = overrun
+            response.stream = tracked
         _annotate(response, breaker, state)
         return response
 

@@ -1,0 +1,267 @@
+"""Classifiers: the default rules, make_classifier, and classifiers that misbehave."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from httpx_breaker import (
+    AsyncCircuitBreakerTransport,
+    CircuitBreakerConfig,
+    CircuitBreakerTransport,
+    CircuitOpenError,
+    CircuitState,
+    CircuitTimeoutError,
+)
+from httpx_breaker.classifiers import DEFAULT_FAILURE_STATUSES, default_classifier, make_classifier
+
+pytestmark = pytest.mark.anyio
+
+REQUEST = httpx.Request("GET", "https://api.example.com/")
+
+
+def response(status: int) -> httpx.Response:
+    return httpx.Response(status, request=REQUEST)
+
+
+# -- the default rules --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.ConnectError("refused"),
+        httpx.ConnectTimeout("slow connect"),
+        httpx.ReadTimeout("slow read"),
+        httpx.PoolTimeout("pool"),
+        httpx.ReadError("reset"),
+        httpx.RemoteProtocolError("cut"),
+        httpx.ProxyError("proxy"),
+        CircuitTimeoutError("api.example.com", 1.0),
+    ],
+)
+def test_default_transport_errors_and_timeouts_fail(exc: Exception) -> None:
+    """Transport errors and timeouts are failures."""
+    assert default_classifier(REQUEST, None, exc) is True
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        httpx.UnsupportedProtocol("ftp://"),
+        httpx.LocalProtocolError("bad header"),
+        CircuitOpenError("inner.example.com", CircuitState.OPEN, 3.0),
+        ValueError("not the host's fault"),
+    ],
+)
+def test_default_caller_side_errors_are_ignored(exc: Exception) -> None:
+    """Caller-side errors, a nested breaker's CircuitOpenError and non-httpx errors are ignored."""
+    assert default_classifier(REQUEST, None, exc) is None
+
+
+@pytest.mark.parametrize("status", sorted(DEFAULT_FAILURE_STATUSES))
+def test_default_failure_statuses(status: int) -> None:
+    """429, 500, 502, 503 and 504 are failures."""
+    assert {429, 500, 502, 503, 504} == DEFAULT_FAILURE_STATUSES
+    assert default_classifier(REQUEST, response(status), None) is True
+
+
+@pytest.mark.parametrize("status", [200, 201, 204, 301, 304, 400, 401, 403, 404, 418, 501, 505])
+def test_default_other_statuses_succeed(status: int) -> None:
+    """Every other status, client errors included, is a success."""
+    assert default_classifier(REQUEST, response(status), None) is False
+
+
+def test_default_error_while_streaming_a_body_fails() -> None:
+    """An error raised while a 200 body streams is a failure."""
+    assert default_classifier(REQUEST, response(200), httpx.RemoteProtocolError("cut")) is True
+
+
+# -- make_classifier ----------------------------------------------------------------
+
+
+def test_make_classifier_failure_and_ignored_statuses() -> None:
+    """Statuses listed fail or are ignored; every other one succeeds."""
+    classify = make_classifier(failure_statuses=range(500, 600), ignored_statuses={404})
+    assert classify(REQUEST, response(501), None) is True
+    assert classify(REQUEST, response(599), None) is True
+    assert classify(REQUEST, response(429), None) is False
+    assert classify(REQUEST, response(404), None) is None
+    assert classify(REQUEST, response(200), None) is False
+
+
+def test_make_classifier_exceptions_with_carve_outs() -> None:
+    """Ignored exception types are checked before failing ones; others are ignored."""
+    classify = make_classifier(
+        failure_exceptions=(httpx.TransportError,), ignored_exceptions=(httpx.ReadTimeout,)
+    )
+    assert classify(REQUEST, None, httpx.ConnectError("x")) is True
+    assert classify(REQUEST, None, httpx.ReadTimeout("x")) is None
+    assert classify(REQUEST, None, KeyError("x")) is None
+    assert classify(REQUEST, None, None) is None
+
+
+def test_make_classifier_defaults_match_the_default_rules() -> None:
+    """make_classifier() with no arguments decides like default_classifier."""
+    classify = make_classifier()
+    for status in (200, 404, 429, 500, 503, 501):
+        assert classify(REQUEST, response(status), None) is default_classifier(
+            REQUEST, response(status), None
+        )
+    for exc in (httpx.ConnectError("x"), httpx.UnsupportedProtocol("x"), RuntimeError("x")):
+        assert classify(REQUEST, None, exc) is default_classifier(REQUEST, None, exc)
+    nested = CircuitOpenError("x", CircuitState.OPEN, None)
+    assert classify(REQUEST, None, nested) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"failure_statuses": [99]}, "failure_statuses must hold HTTP status codes"),
+        ({"failure_statuses": [True]}, "failure_statuses"),
+        ({"ignored_statuses": ["404"]}, "ignored_statuses"),
+        ({"failure_statuses": [500], "ignored_statuses": [500]}, "overlap"),
+        ({"failure_exceptions": [ValueError("x")]}, "failure_exceptions must hold only exception classes"),
+        ({"ignored_exceptions": [int]}, "ignored_exceptions"),
+    ],
+)
+def test_make_classifier_validates(kwargs: dict[str, object], match: str) -> None:
+    """Bad arguments raise ValueError saying which one is wrong."""
+    with pytest.raises(ValueError, match=match):
+        make_classifier(**kwargs)  # type: ignore[arg-type]
+
+
+# -- custom classifiers through the transport ----------------------------------------
+
+
+def _handler(request: httpx.Request) -> httpx.Response:
+    status = int(request.url.path.rsplit("/", 1)[-1])
+    return httpx.Response(status, json={"status": status})
+
+
+async def test_custom_classifier_decides_failures() -> None:
+    """A custom callable sees (request, response, exception) and decides the outcome."""
+    seen: list[tuple[str, int | None, type[BaseException] | None]] = []
+
+    def classify(
+        request: httpx.Request, resp: httpx.Response | None, exc: BaseException | None
+    ) -> bool | None:
+        seen.append((request.url.path, resp.status_code if resp else None, type(exc) if exc else None))
+        if resp is not None and resp.status_code == 404:
+            return True
+        if resp is not None and resp.status_code == 503:
+            return None
+        return False
+
+    transport = AsyncCircuitBreakerTransport(
+        httpx.MockTransport(_handler),
+        default=CircuitBreakerConfig(failure_threshold=2),
+        classifier=classify,
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.get("https://api.example.com/s/503")
+        await client.get("https://api.example.com/s/404")
+        breaker = transport.registry["api.example.com"]
+        assert breaker.state is CircuitState.CLOSED
+        await client.get("https://api.example.com/s/404")
+        assert breaker.state is CircuitState.OPEN
+    metrics = breaker.get_metrics()
+    assert (metrics.failed_requests, metrics.ignored_requests, metrics.successful_requests) == (2, 1, 0)
+    assert seen == [("/s/503", 503, None), ("/s/404", 404, None), ("/s/404", 404, None)]
+
+
+def _raising(request: httpx.Request, resp: httpx.Response | None, exc: BaseException | None) -> bool:
+    raise RuntimeError("classifier bug")
+
+
+def _junk(request: httpx.Request, resp: httpx.Response | None, exc: BaseException | None) -> bool:
+    return "yes"  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("classifier", "logged"),
+    [(_raising, "classifier raised"), (_junk, "returned a str, not True, False or None")],
+)
+async def test_misbehaving_classifier_never_reaches_the_caller(
+    classifier: object, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A classifier that raises or returns junk: the response arrives unchanged, the error is logged, the outcome is ignored."""
+    transport = AsyncCircuitBreakerTransport(
+        httpx.MockTransport(_handler),
+        default=CircuitBreakerConfig(failure_threshold=1),
+        classifier=classifier,  # type: ignore[arg-type]
+    )
+    with caplog.at_level(logging.ERROR, logger="httpx_breaker"):
+        async with httpx.AsyncClient(transport=transport) as client:
+            r = await client.get("https://api.example.com/s/503")
+    assert r.status_code == 503
+    assert r.json() == {"status": 503}
+    breaker = transport.registry["api.example.com"]
+    assert breaker.state is CircuitState.CLOSED
+    metrics = breaker.get_metrics()
+    assert (metrics.ignored_requests, metrics.failed_requests, metrics.successful_requests) == (1, 0, 0)
+    assert logged in caplog.text
+    assert "'yes'" not in caplog.text  # the verdict's type is logged, never its value
+    assert any(getattr(rec, "circuit_breaker", None) == "api.example.com" for rec in caplog.records)
+
+
+async def test_misbehaving_classifier_on_an_exception_keeps_the_exception(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """When the request failed, a raising classifier leaves the original exception to the caller."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    transport = AsyncCircuitBreakerTransport(httpx.MockTransport(refuse), classifier=_raising)
+    with caplog.at_level(logging.ERROR, logger="httpx_breaker"):
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(httpx.ConnectError, match="refused"):
+                await client.get("https://api.example.com/")
+    assert transport.registry["api.example.com"].get_metrics().ignored_requests == 1
+    assert "classifier raised" in caplog.text
+
+
+def test_sync_misbehaving_classifier(caplog: pytest.LogCaptureFixture) -> None:
+    """The sync transport treats a raising classifier the same way."""
+    transport = CircuitBreakerTransport(
+        httpx.MockTransport(_handler),
+        default=CircuitBreakerConfig(failure_threshold=1),
+        classifier=_raising,
+    )
+    with caplog.at_level(logging.ERROR, logger="httpx_breaker"), httpx.Client(transport=transport) as client:
+        r = client.get("https://api.example.com/s/500")
+    assert r.status_code == 500
+    assert transport.registry["api.example.com"].get_metrics().ignored_requests == 1
+    assert "classifier raised" in caplog.text
+
+
+def test_classifier_must_be_callable() -> None:
+    """A classifier that is not callable is refused up front."""
+    with pytest.raises(TypeError, match="classifier must be callable"):
+        AsyncCircuitBreakerTransport(httpx.MockTransport(_handler), classifier=True)  # type: ignore[arg-type]
+
+
+async def test_excluded_exceptions_are_ignored_before_the_classifier() -> None:
+    """An exception in the policy's exclude_exceptions is ignored without asking the classifier."""
+    asked: list[object] = []
+
+    def classify(request: httpx.Request, resp: object, exc: BaseException | None) -> bool:
+        asked.append(exc)
+        return True
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    transport = AsyncCircuitBreakerTransport(
+        httpx.MockTransport(refuse),
+        default=CircuitBreakerConfig(failure_threshold=1, exclude_exceptions=(httpx.ConnectError,)),
+        classifier=classify,
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get("https://api.example.com/")
+    assert asked == []
+    assert transport.registry["api.example.com"].state is CircuitState.CLOSED
