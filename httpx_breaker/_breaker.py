@@ -12,6 +12,7 @@ earlier). No lock is held while user code, listeners or an `await` run.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -59,14 +60,19 @@ _HALF_OPEN = CircuitState.HALF_OPEN
 
 STATE_CHANGES_KEPT: Final = 1000
 
-# Every live breaker by name; a breaker nobody holds drops out by itself.
-_live: weakref.WeakValueDictionary[str, CircuitBreaker] = weakref.WeakValueDictionary()
+# Every live breaker, in order of creation; a breaker nobody holds drops out by itself.
+# Keyed by a serial number rather than the name, so that when the newer of two
+# breakers sharing a name is dropped, the older one (still alive) is listed again.
+_live: weakref.WeakValueDictionary[int, CircuitBreaker] = weakref.WeakValueDictionary()
+_live_serial = itertools.count()
 _live_lock = threading.Lock()
 
 
 def _live_breakers() -> dict[str, CircuitBreaker]:
+    """Every live breaker by name; on a name clash the most recently created wins."""
     with _live_lock:
-        return dict(_live.items())
+        breakers = list(_live.values())  # creation order: dicts keep insertion order
+    return {breaker.name: breaker for breaker in breakers}
 
 
 class CircuitBreaker:
@@ -149,7 +155,7 @@ class CircuitBreaker:
         self.on_state_change: StateListener | None = None
         """Called as `fn(old_state, new_state)` after every state change."""
         with _live_lock:
-            _live[name] = self
+            _live[next(_live_serial)] = self
 
     # -- what it is -------------------------------------------------------------
 
@@ -209,6 +215,8 @@ class CircuitBreaker:
             ok, failed, ignored, rejected, slow, timed, total_time = self._counts
             changes = tuple(self._state_changes) if self._state_changes else ()
             window = self._window
+            # The window only expires when an outcome is recorded; show it as of now.
+            window.expire(self._clock())
             window_count, window_failures, window_slow = window.count, window.failures, window.slow
             consecutive = self._consecutive
         recorded = ok + failed
@@ -247,7 +255,8 @@ class CircuitBreaker:
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling `listener`; a listener that was never added is ignored."""
         with self._lock:
-            self._listeners = tuple(x for x in self._listeners if x is not listener)
+            # Equality, not identity: `obj.method` is a new bound method at every access.
+            self._listeners = tuple(x for x in self._listeners if x != listener)
 
     # -- manual control ---------------------------------------------------------
 
@@ -488,11 +497,13 @@ class CircuitBreaker:
         if self._consecutive >= config.failure_threshold:
             cause = "failure_threshold"
         elif window.count >= config.effective_minimum_requests:
-            if window.failures >= config.failure_rate_threshold * window.count:
+            # Divide rather than multiply the threshold: the share is then the float nearest
+            # the true ratio, so 7 of 25 meets a threshold of 0.28 (0.28 * 25 > 7.0).
+            if window.failures / window.count >= config.failure_rate_threshold:
                 cause = "failure_rate"
             elif (
                 config.slow_call_duration is not None
-                and window.slow >= config.slow_call_rate_threshold * window.count
+                and window.slow / window.count >= config.slow_call_rate_threshold
             ):
                 cause = "slow_call_rate"
         if cause is not None:
@@ -515,8 +526,8 @@ class CircuitBreaker:
                 # upstream has not recovered, even though each of them answered.
                 if (
                     config.slow_call_duration is not None
-                    and self._probes_slow
-                    >= config.slow_call_rate_threshold * self._probes_succeeded
+                    and self._probes_slow / self._probes_succeeded
+                    >= config.slow_call_rate_threshold
                 ):
                     self._failed_rounds += 1
                     self._transition(_OPEN, now, "slow_call_rate", events)
@@ -533,7 +544,9 @@ class CircuitBreaker:
         self._consecutive = 0
         self._probes_in_flight = self._probes_succeeded = self._probes_slow = 0
         retry_after = None
-        if new is _OPEN:
+        if new is _OPEN and self._forced is _OPEN:
+            self._open_until = math.inf  # until reset(); nobody can tell when
+        elif new is _OPEN:
             period = self._config.open_period(self._failed_rounds)
             jitter = self._config.jitter
             if jitter:
@@ -651,10 +664,10 @@ def outcome_of(verdict: object, name: str) -> int:
     if verdict is None:
         return IGNORED
     logger.error(
-        "classifier of circuit breaker %r returned %r, not True, False or None; "
+        "classifier of circuit breaker %r returned a %s, not True, False or None; "
         "the outcome is ignored",
         name,
-        verdict,
+        type(verdict).__name__,  # never the value: it may be a request with credentials
         extra={"circuit_breaker": name},
     )
     return IGNORED

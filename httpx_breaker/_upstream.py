@@ -21,11 +21,15 @@ import json
 import random
 import socket
 import struct
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["Upstream"]
 
@@ -34,7 +38,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # the upstream keeps its own log; stderr stays quiet
 
     def do_GET(self) -> None:
@@ -106,6 +110,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256
     upstream: Upstream
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up (a cancelled request, a breaker's deadline) is normal
+        # here, not an error worth a traceback on stderr.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
 
 class Upstream:
     """A programmable loopback HTTP server; use as a context manager.
@@ -169,7 +179,7 @@ class Upstream:
         """The base URL, such as ``http://127.0.0.1:54321``."""
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Upstream:
+    def start(self) -> Self:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.upstream = self
         self._server = server
@@ -188,7 +198,7 @@ class Upstream:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> Upstream:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -2,54 +2,136 @@
 
 The shapes follow the seed's `generate_dashboard_data`, `_calculate_health_score` and
 `alert_on_threshold`; everything returned is JSON-serialisable.
+
+Every function here takes the breakers to look at as `breakers`:
+
+- ``None`` (the default): every live breaker, `get_all_circuit_breakers()`;
+- a mapping of name to breaker, such as a `BreakerRegistry` or a transport's `.registry`;
+- an iterable of breakers;
+- a callable returning either of those, called on every read.
+
+Two breakers with the same name are shown once: the later one wins, as in
+`get_all_circuit_breakers()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
-from typing import Any, Literal
+import threading
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any, Literal, TypeAlias
 
 from ._breaker import CircuitBreaker
 from ._metrics import BreakerMetrics
 from ._registry import get_all_circuit_breakers
 from ._state import CircuitState
 
-__all__ = ["Alert", "alerts", "dashboard", "health_score"]
+__all__ = ["Alert", "BreakerSource", "alerts", "dashboard", "health_score"]
+
+BreakerSource: TypeAlias = (
+    Mapping[str, CircuitBreaker]
+    | Iterable[CircuitBreaker]
+    | Callable[[], Mapping[str, CircuitBreaker] | Iterable[CircuitBreaker]]
+    | None
+)
+"""What to read: None (every live breaker), a mapping, an iterable, or a callable."""
 
 
 def health_score(metrics: BreakerMetrics) -> float:
     """0 to 100: 70 points for the success rate, 30 for the response time.
 
     Response time earns the full 30 points at 1 s or less, none at 5 s or more, and
-    falls linearly between. A breaker with no traffic scores 100.
+    falls linearly between (7.5 points a second). A breaker with no traffic scores 100.
+
+    The seed's code reads ``(5 - t) * 6``, which gives only 24 points at 1 s and reaches
+    30 at 0 s, against its own comment ("1 s or less: full marks, 5 s or more: 0"); the
+    comment's rule is the one kept here.
     """
     if metrics.total_requests == 0:
         return 100.0
     success_score = metrics.success_rate * 70.0
-    response_time_score = max(0.0, min(30.0, (5.0 - metrics.average_response_time) * 6.0))
+    response_time_score = max(0.0, min(30.0, (5.0 - metrics.average_response_time) * 7.5))
     return success_score + response_time_score
 
 
-def _breakers(breakers: Iterable[CircuitBreaker] | None) -> list[CircuitBreaker]:
+def resolve_breakers(breakers: BreakerSource = None) -> list[CircuitBreaker]:
+    """The breakers a `BreakerSource` names right now, one per name (the later wins)."""
     if breakers is None:
-        return list(get_all_circuit_breakers().values())
-    if isinstance(breakers, dict):
-        return list(breakers.values())
-    return list(breakers)
+        source: object = get_all_circuit_breakers()
+    elif callable(breakers) and not isinstance(breakers, Mapping):
+        source = breakers()
+    else:
+        source = breakers
+    if isinstance(source, Mapping):
+        found: Iterable[Any] = list(source.values())
+    elif isinstance(source, Iterable) and not isinstance(source, (str, bytes)):
+        found = source
+    else:
+        raise TypeError(
+            "breakers must be None, a mapping of name to CircuitBreaker, an iterable of "
+            f"breakers, or a callable returning one of those; got {source!r}"
+        )
+    by_name: dict[str, CircuitBreaker] = {}
+    for breaker in found:
+        if not isinstance(breaker, CircuitBreaker):
+            raise TypeError(f"expected a CircuitBreaker, got {breaker!r}")
+        by_name.pop(breaker.name, None)  # re-insert so the order follows the later one
+        by_name[breaker.name] = breaker
+    return list(by_name.values())
 
 
-def dashboard(breakers: Iterable[CircuitBreaker] | None = None) -> dict[str, Any]:
+def freeze_source(breakers: BreakerSource) -> BreakerSource:
+    """`breakers` as something that can be read many times.
+
+    None, mappings, callables and collections are read afresh each time (so a list the
+    caller appends to is followed); a one-shot iterator is turned into a tuple now.
+    """
+    if breakers is None or isinstance(breakers, (Mapping, Collection)) or callable(breakers):
+        return breakers
+    if isinstance(breakers, Iterable):
+        return tuple(breakers)
+    raise TypeError(
+        "breakers must be None, a mapping of name to CircuitBreaker, an iterable of "
+        f"breakers, or a callable returning one of those; got {breakers!r}"
+    )
+
+
+def _row(breaker: CircuitBreaker, metrics: BreakerMetrics) -> dict[str, Any]:
+    return {
+        "name": breaker.name,
+        "state": metrics.state.value,
+        "metrics": {
+            "total_requests": metrics.total_requests,
+            "successful_requests": metrics.successful_requests,
+            "failed_requests": metrics.failed_requests,
+            "ignored_requests": metrics.ignored_requests,
+            "rejected_requests": metrics.rejected_requests,
+            "success_rate": metrics.success_rate,
+            "failure_rate": metrics.failure_rate,
+            "average_response_time": metrics.average_response_time,
+        },
+        "health_score": health_score(metrics),
+    }
+
+
+def dashboard(breakers: BreakerSource = None) -> dict[str, Any]:
     """Dashboard data: a `summary` of counts by state, and `breakers` sorted by health,
-    lowest first, each with `name`, `state`, `metrics` and `health_score`.
+    lowest first (ties by name), each with `name`, `state`, `metrics` and `health_score`.
 
     Args:
-        breakers: the breakers to show (a list, or a dict of name to breaker);
-            every live breaker by default.
+        breakers: the breakers to show (see the module docstring); every live breaker
+            by default.
     """
-    summary = {"total_breakers": 0, "open_breakers": 0, "half_open_breakers": 0, "closed_breakers": 0}
+    summary = {
+        "total_breakers": 0,
+        "open_breakers": 0,
+        "half_open_breakers": 0,
+        "closed_breakers": 0,
+    }
     rows: list[dict[str, Any]] = []
-    for breaker in _breakers(breakers):
+    for breaker in resolve_breakers(breakers):
+        # One snapshot per breaker: its state and its numbers are from the same instant.
         metrics = breaker.get_metrics()
         state = metrics.state
         summary["total_breakers"] += 1
@@ -59,23 +141,7 @@ def dashboard(breakers: Iterable[CircuitBreaker] | None = None) -> dict[str, Any
             summary["half_open_breakers"] += 1
         else:
             summary["closed_breakers"] += 1
-        rows.append(
-            {
-                "name": breaker.name,
-                "state": state.value,
-                "metrics": {
-                    "total_requests": metrics.total_requests,
-                    "successful_requests": metrics.successful_requests,
-                    "failed_requests": metrics.failed_requests,
-                    "ignored_requests": metrics.ignored_requests,
-                    "rejected_requests": metrics.rejected_requests,
-                    "success_rate": metrics.success_rate,
-                    "failure_rate": metrics.failure_rate,
-                    "average_response_time": metrics.average_response_time,
-                },
-                "health_score": health_score(metrics),
-            }
-        )
+        rows.append(_row(breaker, metrics))
     rows.sort(key=lambda row: (row["health_score"], row["name"]))
     return {"summary": summary, "breakers": rows}
 
@@ -90,6 +156,7 @@ class Alert:
     details: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """The alert as plain JSON-serialisable values."""
         return {
             "severity": self.severity,
             "breaker": self.breaker,
@@ -98,29 +165,35 @@ class Alert:
         }
 
 
-def alerts(
-    breakers: Iterable[CircuitBreaker] | None = None, *, failure_rate_threshold: float = 0.5
-) -> list[Alert]:
+def alerts(breakers: BreakerSource = None, *, failure_rate_threshold: float = 0.5) -> list[Alert]:
     """Alerts for the breakers: critical for each open one, warning for each other one
-    whose failure rate is above `failure_rate_threshold`."""
+    whose failure rate is above `failure_rate_threshold`. Critical alerts come first.
+
+    Raises:
+        ValueError: `failure_rate_threshold` is not within [0, 1].
+    """
     if not 0.0 <= failure_rate_threshold <= 1.0:
         raise ValueError(
             f"failure_rate_threshold must be in [0, 1], got {failure_rate_threshold!r}"
         )
-    found: list[Alert] = []
-    for breaker in _breakers(breakers):
+    critical: list[Alert] = []
+    warning: list[Alert] = []
+    for breaker in resolve_breakers(breakers):
         metrics = breaker.get_metrics()
         if metrics.state is CircuitState.OPEN:
-            found.append(
+            critical.append(
                 Alert(
                     "critical",
                     breaker.name,
                     f"circuit breaker {breaker.name!r} is OPEN",
-                    {"failure_rate": metrics.failure_rate, "total_requests": metrics.total_requests},
+                    {
+                        "failure_rate": metrics.failure_rate,
+                        "total_requests": metrics.total_requests,
+                    },
                 )
             )
         elif metrics.failure_rate > failure_rate_threshold:
-            found.append(
+            warning.append(
                 Alert(
                     "warning",
                     breaker.name,
@@ -128,4 +201,94 @@ def alerts(
                     {"failure_rate": metrics.failure_rate, "threshold": failure_rate_threshold},
                 )
             )
-    return found
+    return critical + warning
+
+
+# -- what the exporters share -----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reading:
+    """One breaker as an exporter sees it at one read, with counters kept monotonic."""
+
+    name: str
+    metrics: BreakerMetrics
+    state_changes: Mapping[tuple[str, str], int]
+    """Count of each (from_state, to_state) change over the breaker's life; every one
+    of `POSSIBLE_STATE_CHANGES` is present, at 0 until it happens."""
+    response_time_sum: float
+    """Seconds spent in successful and failed calls, over the breaker's life."""
+    response_time_count: int
+    """Successful and failed calls: the calls `response_time_sum` covers."""
+
+
+_C, _O, _H = CircuitState.CLOSED.value, CircuitState.OPEN.value, CircuitState.HALF_OPEN.value
+POSSIBLE_STATE_CHANGES = ((_C, _O), (_O, _H), (_O, _C), (_H, _C), (_H, _O))
+"""Every (from_state, to_state) a breaker can make; exporters report each from 0, so
+that ``rate()`` and ``increase()`` see the first change (a series born at 1 hides it)."""
+
+
+class _Seen:
+    __slots__ = ("counts", "last", "time_sum")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], int] = dict.fromkeys(POSSIBLE_STATE_CHANGES, 0)
+        self.last: object = None
+        self.time_sum = 0.0
+
+
+class MonotonicReader:
+    """Reads breakers for an exporter, keeping the derived counters monotonic.
+
+    `BreakerMetrics.state_changes` holds only the last 1,000 changes, so a count taken
+    from it would stall and then wobble. The reader remembers, per breaker, the last
+    change it counted and adds only the ones after it: counts never go down, and they
+    are exact as long as a breaker does not change state more than 1,000 times between
+    two reads (a breaker changes state at most a few times per open period). Nothing
+    runs on the request path: the work is done when an exporter reads.
+
+    The response-time sum is rebuilt from the mean and the count; float rounding could
+    make it dip by a hair between reads, which a counter must never do, so it is held
+    at its highest value.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: weakref.WeakKeyDictionary[CircuitBreaker, _Seen] = weakref.WeakKeyDictionary()
+
+    def read(self, breakers: BreakerSource = None) -> list[Reading]:
+        """A reading of each breaker `breakers` names now."""
+        return [self.read_one(breaker) for breaker in resolve_breakers(breakers)]
+
+    def read_one(self, breaker: CircuitBreaker) -> Reading:
+        with self._lock:
+            # The snapshot is taken under the reader's lock: two scrapes at once must not
+            # apply an older snapshot after a newer one (it would count changes twice).
+            metrics = breaker.get_metrics()
+            timed = metrics.successful_requests + metrics.failed_requests
+            time_sum = metrics.average_response_time * timed
+            seen = self._seen.get(breaker)
+            if seen is None:
+                seen = self._seen[breaker] = _Seen()
+            changes = metrics.state_changes
+            start = 0
+            if seen.last is not None:
+                # The snapshot holds the breaker's own tuples: find the last one counted.
+                for i in range(len(changes) - 1, -1, -1):
+                    if changes[i] is seen.last:
+                        start = i + 1
+                        break
+            counts = seen.counts
+            for _, old, new in changes[start:]:
+                pair = (old.value, new.value)
+                counts[pair] = counts.get(pair, 0) + 1
+            if changes:
+                seen.last = changes[-1]
+            seen.time_sum = max(seen.time_sum, time_sum)
+            return Reading(
+                name=breaker.name,
+                metrics=metrics,
+                state_changes=dict(counts),
+                response_time_sum=seen.time_sum,
+                response_time_count=timed,
+            )

@@ -1,0 +1,195 @@
+"""OpenTelemetry metrics for circuit breakers: `register_metrics`.
+
+Needs the extra: ``pip install 'httpx-breaker[opentelemetry]'`` (the OpenTelemetry
+API; bring your own SDK and exporter).
+
+The instruments are observable: the SDK calls them back when it collects, and they
+read the counters every breaker keeps anyway, so nothing is added to the request
+path. Register once::
+
+    from httpx_breaker.opentelemetry import register_metrics
+
+    register_metrics()                                  # every live breaker, global provider
+    register_metrics(transport.registry, meter_provider=provider)
+
+Instruments, on the meter ``httpx_breaker`` (every one has the attribute
+``circuit_breaker.name``):
+
+- ``circuit_breaker.requests`` (observable counter, ``{request}``): calls let through,
+  by ``circuit_breaker.outcome``.
+- ``circuit_breaker.rejected_requests`` (observable counter, ``{request}``): calls refused.
+- ``circuit_breaker.state_changes`` (observable counter, ``{change}``): by
+  ``circuit_breaker.from_state`` and ``circuit_breaker.to_state``.
+- ``circuit_breaker.state`` (observable up-down counter, ``{breaker}``): by
+  ``circuit_breaker.state``.
+- ``circuit_breaker.response_time`` (observable counter, ``s``).
+
+``circuit_breaker.name`` is the breaker's name, for a transport
+its host key. ``circuit_breaker.outcome`` is ``success``, ``failure`` or ``ignored``;
+unlike the Prometheus series there is no ``total`` value, because OpenTelemetry expects
+the sum over an attribute to mean something: the sum of the three *is* the total.
+``circuit_breaker.state`` is 1 for the current state and 0 for the other two, as an
+up-down counter so that summing over breakers counts the breakers in each state.
+``circuit_breaker.response_time`` is the cumulative time spent in successful and failed
+calls (a ``*.time`` counter in OpenTelemetry's terms); divided by the success and
+failure requests, it gives the mean response time over any range. OpenTelemetry has no
+observable histogram, and the breaker keeps a sum and a count, not a distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+try:
+    from opentelemetry.metrics import (
+        CallbackOptions,
+        Meter,
+        MeterProvider,
+        Observation,
+        get_meter_provider,
+    )
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        "httpx_breaker.opentelemetry needs opentelemetry-api; install it with "
+        "pip install 'httpx-breaker[opentelemetry]'"
+    ) from exc
+
+from ._state import CircuitState
+from .monitoring import BreakerSource, MonotonicReader, Reading, freeze_source
+
+__all__ = ["METER_NAME", "RegisteredMetrics", "register_metrics"]
+
+METER_NAME = "httpx_breaker"
+"""The instrumentation scope the instruments are created under."""
+
+_NAME = "circuit_breaker.name"
+_STATES = tuple(state.value for state in CircuitState)
+
+
+def _version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("httpx-breaker")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return None
+
+
+class RegisteredMetrics:
+    """The instruments `register_metrics` created; `close()` stops them reporting.
+
+    OpenTelemetry cannot remove an instrument from a meter; after `close()` its
+    callbacks report nothing.
+    """
+
+    def __init__(self, meter: Meter, breakers: BreakerSource) -> None:
+        self._breakers = breakers
+        self._reader = MonotonicReader()
+        self._closed = False
+        self.meter = meter
+        self.instruments = (
+            meter.create_observable_counter(
+                "circuit_breaker.requests",
+                callbacks=[self._requests],
+                unit="{request}",
+                description="Calls let through by the circuit breaker, by outcome.",
+            ),
+            meter.create_observable_counter(
+                "circuit_breaker.rejected_requests",
+                callbacks=[self._rejected],
+                unit="{request}",
+                description="Calls refused by the circuit breaker without being attempted.",
+            ),
+            meter.create_observable_counter(
+                "circuit_breaker.state_changes",
+                callbacks=[self._state_changes],
+                unit="{change}",
+                description="Circuit breaker state changes.",
+            ),
+            meter.create_observable_up_down_counter(
+                "circuit_breaker.state",
+                callbacks=[self._state],
+                unit="{breaker}",
+                description="1 for the circuit breaker's current state, 0 for the others.",
+            ),
+            meter.create_observable_counter(
+                "circuit_breaker.response_time",
+                callbacks=[self._response_time],
+                unit="s",
+                description="Time spent in successful and failed calls through the breaker.",
+            ),
+        )
+
+    def close(self) -> None:
+        """Stop reporting: every callback returns no observations from now on."""
+        self._closed = True
+
+    def _read(self) -> Sequence[Reading]:
+        if self._closed:
+            return ()
+        return self._reader.read(self._breakers)
+
+    def _requests(self, options: CallbackOptions) -> Iterable[Observation]:
+        for r in self._read():
+            m = r.metrics
+            yield Observation(
+                m.successful_requests, {_NAME: r.name, "circuit_breaker.outcome": "success"}
+            )
+            yield Observation(
+                m.failed_requests, {_NAME: r.name, "circuit_breaker.outcome": "failure"}
+            )
+            yield Observation(
+                m.ignored_requests, {_NAME: r.name, "circuit_breaker.outcome": "ignored"}
+            )
+
+    def _rejected(self, options: CallbackOptions) -> Iterable[Observation]:
+        for r in self._read():
+            yield Observation(r.metrics.rejected_requests, {_NAME: r.name})
+
+    def _state_changes(self, options: CallbackOptions) -> Iterable[Observation]:
+        for r in self._read():
+            for (old, new), count in r.state_changes.items():
+                yield Observation(
+                    count,
+                    {
+                        _NAME: r.name,
+                        "circuit_breaker.from_state": old,
+                        "circuit_breaker.to_state": new,
+                    },
+                )
+
+    def _state(self, options: CallbackOptions) -> Iterable[Observation]:
+        for r in self._read():
+            current = r.metrics.state.value
+            for value in _STATES:
+                yield Observation(
+                    1 if value == current else 0, {_NAME: r.name, "circuit_breaker.state": value}
+                )
+
+    def _response_time(self, options: CallbackOptions) -> Iterable[Observation]:
+        for r in self._read():
+            yield Observation(r.response_time_sum, {_NAME: r.name})
+
+    def __repr__(self) -> str:
+        return (
+            f"<RegisteredMetrics on meter {self.meter.name!r}{' closed' if self._closed else ''}>"
+        )
+
+
+def register_metrics(
+    breakers: BreakerSource = None, *, meter_provider: MeterProvider | None = None
+) -> RegisteredMetrics:
+    """Create the circuit breaker instruments on `meter_provider`'s ``httpx_breaker`` meter.
+
+    Args:
+        breakers: which breakers to report: None for every live breaker (the default;
+            breakers created later are picked up), a `BreakerRegistry` or other mapping
+            of name to breaker, a list of breakers, or a callable returning either.
+        meter_provider: the provider to register on; the global one by default.
+
+    Counters stay monotonic across any number of collections. Call once per provider:
+    registering twice reports every breaker twice.
+    """
+    provider = meter_provider if meter_provider is not None else get_meter_provider()
+    meter = provider.get_meter(METER_NAME, _version())
+    return RegisteredMetrics(meter, freeze_source(breakers))

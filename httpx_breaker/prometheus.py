@@ -1,0 +1,139 @@
+"""Prometheus metrics for circuit breakers: `CircuitBreakerCollector`.
+
+Needs the extra: ``pip install 'httpx-breaker[prometheus]'``.
+
+The collector is read when Prometheus scrapes, from the counters every breaker keeps
+anyway: nothing is added to the request path. Register it once::
+
+    from prometheus_client import REGISTRY
+    from httpx_breaker.prometheus import CircuitBreakerCollector
+
+    REGISTRY.register(CircuitBreakerCollector())          # every live breaker
+    REGISTRY.register(CircuitBreakerCollector(transport.registry))  # or one registry
+
+Series (labels are the breaker's name, for a transport its host key, and fixed words):
+
+- ``circuit_breaker_requests_total{circuit_breaker, type}``: calls let through, with
+  ``type`` one of ``total``, ``success``, ``failure``, ``ignored`` (``total`` is the sum
+  of the other three, as in the seed: do not add it to them).
+- ``circuit_breaker_rejected_requests_total{circuit_breaker}``: calls refused.
+- ``circuit_breaker_state_changes_total{circuit_breaker, from_state, to_state}``.
+- ``circuit_breaker_state{circuit_breaker, state}``: 1 for the current state, 0 for the
+  other two.
+- ``circuit_breaker_response_time_seconds{circuit_breaker}``: a summary (``_sum`` and
+  ``_count``) of the durations of successful and failed calls.
+
+Why a summary and not a histogram: a breaker keeps the running sum and count of call
+durations, not their distribution. A histogram would need a bucket increment on every
+call, a cost on the request path, or fake buckets made from a mean. A summary without
+quantiles is exactly what the breaker knows; ``rate(..._sum[5m]) / rate(..._count[5m])``
+gives the mean response time over any range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+try:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        SummaryMetricFamily,
+    )
+    from prometheus_client.metrics_core import Metric
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        "httpx_breaker.prometheus needs prometheus_client; install it with "
+        "pip install 'httpx-breaker[prometheus]'"
+    ) from exc
+
+from ._state import CircuitState
+from .monitoring import BreakerSource, MonotonicReader, freeze_source
+
+__all__ = ["CircuitBreakerCollector"]
+
+_STATES = tuple(state.value for state in CircuitState)
+
+
+class CircuitBreakerCollector:
+    """A `prometheus_client` collector of every breaker's counters, read at scrape time.
+
+    Args:
+        breakers: which breakers to export: None for every live breaker (the
+            default; breakers created later are picked up), a `BreakerRegistry` or
+            other mapping of name to breaker, a list of breakers, or a callable
+            returning either, called on every scrape.
+
+    Counters stay monotonic across any number of scrapes. A breaker that is dropped
+    (say, evicted from its registry) and made again starts again from zero, which
+    Prometheus reads as a counter reset, as after a restart.
+    """
+
+    def __init__(self, breakers: BreakerSource = None) -> None:
+        self._breakers = freeze_source(breakers)
+        self._reader = MonotonicReader()
+
+    def describe(self) -> Iterator[Metric]:
+        """The metric families, without samples: lets a registry check names up front."""
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        """Read every breaker now and yield the metric families."""
+        requests, rejected, changes, state, response_time = families = self._families()
+        for reading in self._reader.read(self._breakers):
+            m = reading.metrics
+            name = reading.name
+            requests.add_metric([name, "total"], m.total_requests)
+            requests.add_metric([name, "success"], m.successful_requests)
+            requests.add_metric([name, "failure"], m.failed_requests)
+            requests.add_metric([name, "ignored"], m.ignored_requests)
+            rejected.add_metric([name], m.rejected_requests)
+            for (old, new), count in reading.state_changes.items():
+                changes.add_metric([name, old, new], count)
+            current = m.state.value
+            for value in _STATES:
+                state.add_metric([name, value], 1.0 if value == current else 0.0)
+            response_time.add_metric([name], reading.response_time_count, reading.response_time_sum)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> tuple[
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        SummaryMetricFamily,
+    ]:
+        # CounterMetricFamily takes the name without `_total` and adds it to the samples.
+        return (
+            CounterMetricFamily(
+                "circuit_breaker_requests",
+                "Calls let through by the circuit breaker, by outcome (total = the sum).",
+                labels=["circuit_breaker", "type"],
+            ),
+            CounterMetricFamily(
+                "circuit_breaker_rejected_requests",
+                "Calls refused by the circuit breaker without being attempted.",
+                labels=["circuit_breaker"],
+            ),
+            CounterMetricFamily(
+                "circuit_breaker_state_changes",
+                "Circuit breaker state changes.",
+                labels=["circuit_breaker", "from_state", "to_state"],
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_state",
+                "1 for the circuit breaker's current state, 0 for the others.",
+                labels=["circuit_breaker", "state"],
+            ),
+            SummaryMetricFamily(
+                "circuit_breaker_response_time_seconds",
+                "Durations of the successful and failed calls through the circuit breaker.",
+                labels=["circuit_breaker"],
+                unit="seconds",
+            ),
+        )
+
+    def __repr__(self) -> str:
+        source = "every live breaker" if self._breakers is None else type(self._breakers).__name__
+        return f"<CircuitBreakerCollector of {source}>"

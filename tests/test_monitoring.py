@@ -1,0 +1,355 @@
+"""Dashboards, health scores and alerts, against hand-computed values of the seed's formulas."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+
+import pytest
+
+from httpx_breaker import (
+    BreakerMetrics,
+    BreakerRegistry,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitState,
+)
+from httpx_breaker.monitoring import (
+    Alert,
+    MonotonicReader,
+    alerts,
+    dashboard,
+    freeze_source,
+    health_score,
+    resolve_breakers,
+)
+
+from .conftest import FakeClock
+
+
+def _metrics(
+    *, ok: int, failed: int, avg: float, ignored: int = 0, rejected: int = 0
+) -> BreakerMetrics:
+    recorded = ok + failed
+    return BreakerMetrics(
+        total_requests=ok + failed + ignored,
+        successful_requests=ok,
+        failed_requests=failed,
+        rejected_requests=rejected,
+        ignored_requests=ignored,
+        success_rate=ok / recorded if recorded else 1.0,
+        failure_rate=failed / recorded if recorded else 0.0,
+        average_response_time=avg,
+        state_changes=(),
+    )
+
+
+def _drive(
+    breaker: CircuitBreaker, clock: FakeClock, *, ok: int, failed: int, duration: float
+) -> None:
+    """Make `ok` successful and `failed` failed calls, each `duration` long on the clock."""
+
+    def succeed() -> None:
+        clock.advance(duration)
+
+    def fail() -> None:
+        clock.advance(duration)
+        raise RuntimeError("boom")
+
+    for _ in range(ok):
+        breaker.call(succeed)
+    for _ in range(failed):
+        with pytest.raises(RuntimeError):
+            breaker.call(fail)
+
+
+def _quiet() -> CircuitBreakerConfig:
+    """A policy that never opens by itself, so tests choose the state."""
+    return CircuitBreakerConfig(failure_threshold=10_000, window_size=1000, timeout=None)
+
+
+# -- health_score -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ok", "failed", "avg", "expected"),
+    [
+        (10, 0, 0.2, 100.0),  # 70 + 30 (under 1 s: full marks)
+        (10, 0, 1.0, 100.0),  # exactly 1 s: still full marks
+        (8, 2, 3.0, 71.0),  # 0.8 * 70 = 56, halfway from 1 s to 5 s: 15
+        (1, 3, 2.5, 36.25),  # 0.25 * 70 = 17.5, (5 - 2.5) / 4 * 30 = 18.75
+        (10, 0, 4.6, 73.0),  # 70, (5 - 4.6) / 4 * 30 = 3
+        (5, 5, 5.0, 35.0),  # 0.5 * 70, response time at 5 s earns nothing
+        (5, 5, 9.0, 35.0),  # beyond 5 s it stays at nothing, never negative
+        (0, 4, 0.1, 30.0),  # all failed, fast
+    ],
+)
+def test_health_score_matches_the_seed_formula(
+    ok: int, failed: int, avg: float, expected: float
+) -> None:
+    """70 points scale with the success rate; 30 are full up to 1 s and fall linearly to 0 at 5 s."""
+    assert health_score(_metrics(ok=ok, failed=failed, avg=avg)) == pytest.approx(expected)
+
+
+def test_health_score_is_100_without_traffic() -> None:
+    """A breaker that has seen no calls is perfectly healthy, whatever else it holds."""
+    assert health_score(_metrics(ok=0, failed=0, avg=0.0, rejected=7)) == 100.0
+
+
+def test_health_score_of_ignored_only_traffic_counts_as_traffic() -> None:
+    """Ignored calls are traffic: with no outcomes the success rate is 1.0 and time 0 s."""
+    assert health_score(_metrics(ok=0, failed=0, avg=0.0, ignored=3)) == 100.0
+
+
+def test_health_score_from_a_real_breaker(clock: FakeClock) -> None:
+    """Four 2 s successes and one 2 s failure score 0.8 * 70 + (5 - 2) / 4 * 30 = 78.5."""
+    breaker = CircuitBreaker("svc", _quiet(), clock=clock)
+    _drive(breaker, clock, ok=4, failed=1, duration=2.0)
+    assert health_score(breaker.get_metrics()) == pytest.approx(78.5)
+
+
+# -- dashboard --------------------------------------------------------------------
+
+
+def _three(clock: FakeClock) -> list[CircuitBreaker]:
+    config = _quiet()
+    healthy = CircuitBreaker("healthy", config, clock=clock)
+    slow = CircuitBreaker("slow", config, clock=clock)
+    broken = CircuitBreaker("broken", config, clock=clock)
+    _drive(healthy, clock, ok=10, failed=0, duration=0.5)  # 100
+    _drive(slow, clock, ok=9, failed=1, duration=4.0)  # 63 + 7.5 = 70.5
+    _drive(broken, clock, ok=1, failed=3, duration=1.0)  # 17.5 + 30 = 47.5
+    broken.force_open()
+    return [healthy, slow, broken]
+
+
+def test_dashboard_summary_rows_and_order(clock: FakeClock) -> None:
+    """The summary counts states; rows are sorted by health, lowest first, with exact values."""
+    healthy, slow, broken = _three(clock)
+    idle = CircuitBreaker("idle", _quiet(), clock=clock)
+    idle.force_open()
+    idle.reset()
+    probing = CircuitBreaker(
+        "probing", CircuitBreakerConfig(failure_threshold=1, reset_timeout=5.0), clock=clock
+    )
+    _drive(probing, clock, ok=0, failed=1, duration=0.0)
+    clock.advance(5.0)
+    assert probing.state is CircuitState.HALF_OPEN
+
+    data = dashboard([healthy, slow, broken, idle, probing])
+
+    assert data["summary"] == {
+        "total_breakers": 5,
+        "open_breakers": 1,
+        "half_open_breakers": 1,
+        "closed_breakers": 3,
+    }
+    assert [row["name"] for row in data["breakers"]] == [
+        "probing",  # 0 * 70 + 30 = 30
+        "broken",
+        "slow",
+        "healthy",  # 100, tied with idle: ties go by name
+        "idle",
+    ]
+    scores = {row["name"]: row["health_score"] for row in data["breakers"]}
+    assert scores == pytest.approx(
+        {"probing": 30.0, "broken": 47.5, "slow": 70.5, "healthy": 100.0, "idle": 100.0}
+    )
+    broken_row = data["breakers"][1]
+    assert broken_row["state"] == "open"
+    assert broken_row["metrics"] == {
+        "total_requests": 4,
+        "successful_requests": 1,
+        "failed_requests": 3,
+        "ignored_requests": 0,
+        "rejected_requests": 0,
+        "success_rate": 0.25,
+        "failure_rate": 0.75,
+        "average_response_time": pytest.approx(1.0),
+    }
+    assert data["breakers"][0]["state"] == "half_open"
+
+
+def test_dashboard_is_json_serialisable(clock: FakeClock) -> None:
+    """json.dumps takes the whole dashboard, and it comes back equal."""
+    data = dashboard(_three(clock))
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_dashboard_of_nothing() -> None:
+    """No breakers: all counts zero, no rows."""
+    assert dashboard([]) == {
+        "summary": {
+            "total_breakers": 0,
+            "open_breakers": 0,
+            "half_open_breakers": 0,
+            "closed_breakers": 0,
+        },
+        "breakers": [],
+    }
+
+
+def test_dashboard_defaults_to_every_live_breaker(clock: FakeClock) -> None:
+    """With no argument the dashboard shows the process's live breakers."""
+    breaker = CircuitBreaker("monitoring-live-one", _quiet(), clock=clock)
+    breaker.force_open()
+    rows = {row["name"]: row for row in dashboard()["breakers"]}
+    assert rows["monitoring-live-one"]["state"] == "open"
+
+
+def test_registry_snapshot_is_the_dashboard_of_its_breakers(clock: FakeClock) -> None:
+    """BreakerRegistry.snapshot() has the dashboard's shape for the registry's breakers."""
+    registry = BreakerRegistry(default=_quiet(), clock=clock)
+    a = registry.breaker_for("a.example")
+    b = registry.breaker_for("b.example:8443")
+    _drive(a, clock, ok=3, failed=1, duration=2.0)  # 52.5 + 22.5 = 75
+    b.force_open()
+    snapshot = registry.snapshot()
+    assert snapshot == dashboard(registry)
+    assert snapshot == dashboard([a, b])
+    assert snapshot["summary"]["open_breakers"] == 1
+    assert [row["name"] for row in snapshot["breakers"]] == ["a.example", "b.example:8443"]
+    assert snapshot["breakers"][0]["health_score"] == pytest.approx(75.0)
+    assert json.loads(json.dumps(snapshot)) == snapshot
+
+
+# -- alerts -----------------------------------------------------------------------
+
+
+def test_alerts_critical_for_open_and_warning_for_high_failure_rate(clock: FakeClock) -> None:
+    """An open breaker is critical; a closed one above the threshold warns; criticals first."""
+    config = _quiet()
+    flaky = CircuitBreaker("flaky", config, clock=clock)
+    _drive(flaky, clock, ok=1, failed=3, duration=0.1)  # failure rate 0.75
+    down = CircuitBreaker("down", config, clock=clock)
+    _drive(down, clock, ok=1, failed=1, duration=0.1)
+    down.force_open()
+    fine = CircuitBreaker("fine", config, clock=clock)
+    _drive(fine, clock, ok=9, failed=1, duration=0.1)
+
+    found = alerts([flaky, fine, down], failure_rate_threshold=0.3)
+
+    assert found == [
+        Alert(
+            "critical",
+            "down",
+            "circuit breaker 'down' is OPEN",
+            {"failure_rate": 0.5, "total_requests": 2},
+        ),
+        Alert(
+            "warning",
+            "flaky",
+            "circuit breaker 'flaky' has a high failure rate",
+            {"failure_rate": 0.75, "threshold": 0.3},
+        ),
+    ]
+    assert [a.to_dict() for a in found][1] == {
+        "severity": "warning",
+        "breaker": "flaky",
+        "message": "circuit breaker 'flaky' has a high failure rate",
+        "details": {"failure_rate": 0.75, "threshold": 0.3},
+    }
+    assert json.loads(json.dumps([a.to_dict() for a in found])) == [a.to_dict() for a in found]
+
+
+def test_alerts_threshold_is_strictly_above(clock: FakeClock) -> None:
+    """A failure rate equal to the threshold does not warn; the default threshold is 0.5."""
+    breaker = CircuitBreaker("half", _quiet(), clock=clock)
+    _drive(breaker, clock, ok=1, failed=1, duration=0.1)
+    assert alerts([breaker]) == []
+    assert alerts([breaker], failure_rate_threshold=0.49)[0].severity == "warning"
+
+
+def test_alerts_for_an_open_breaker_without_traffic(clock: FakeClock) -> None:
+    """A forced-open breaker that never saw a call still raises a critical alert."""
+    breaker = CircuitBreaker("forced", _quiet(), clock=clock)
+    breaker.force_open()
+    (alert,) = alerts([breaker])
+    assert alert.to_dict()["details"] == {"failure_rate": 0.0, "total_requests": 0}
+
+
+@pytest.mark.parametrize("threshold", [-0.1, 1.5])
+def test_alerts_rejects_a_threshold_outside_0_1(threshold: float) -> None:
+    """The threshold is a share: outside [0, 1] is a ValueError naming it."""
+    with pytest.raises(ValueError, match="failure_rate_threshold"):
+        alerts([], failure_rate_threshold=threshold)
+
+
+def test_alert_is_frozen() -> None:
+    """Alerts are values: they cannot be changed after the fact."""
+    alert = Alert("warning", "x", "m", {})
+    with pytest.raises(AttributeError):
+        alert.severity = "critical"  # type: ignore[misc]
+
+
+# -- which breakers ---------------------------------------------------------------
+
+
+def test_sources_callable_mapping_and_duplicates(clock: FakeClock) -> None:
+    """A callable is called on each read; a mapping gives its values; a name shows once."""
+    first = CircuitBreaker("dup", _quiet(), clock=clock)
+    second = CircuitBreaker("dup", _quiet(), clock=clock)
+    other = CircuitBreaker("other", _quiet(), clock=clock)
+    pool = [first]
+    source: Callable[[], list[CircuitBreaker]] = lambda: list(pool)
+    assert resolve_breakers(source) == [first]
+    pool.append(other)
+    assert resolve_breakers(source) == [first, other]
+    assert resolve_breakers({"x": other}) == [other]
+    assert resolve_breakers([first, other, second]) == [other, second]
+
+
+def test_one_shot_iterators_are_kept_for_every_read(clock: FakeClock) -> None:
+    """A generator given as the source is read into a tuple once, not exhausted."""
+    breaker = CircuitBreaker("gen", _quiet(), clock=clock)
+    frozen = freeze_source(b for b in [breaker])
+    assert resolve_breakers(frozen) == [breaker]
+    assert resolve_breakers(frozen) == [breaker]
+
+
+@pytest.mark.parametrize("bad", [42, "name", [object()]])
+def test_sources_of_the_wrong_type_are_a_type_error(bad: object) -> None:
+    """Anything but breakers is refused with a TypeError."""
+    with pytest.raises(TypeError):
+        resolve_breakers(bad)  # type: ignore[arg-type]
+
+
+def test_monotonic_reader_keeps_the_response_time_sum_from_dipping(clock: FakeClock) -> None:
+    """The sum rebuilt from mean * count wobbles with rounding; the reader never goes down."""
+    breaker = CircuitBreaker("sums", _quiet(), clock=clock)
+    reader = MonotonicReader()
+    durations = [0.1, 0.2, 0.3, 0.0, 0.7] * 60
+    raw_dips = 0
+    previous_raw = previous = 0.0
+    for duration in durations:
+        _drive(breaker, clock, ok=1, failed=0, duration=duration)
+        metrics = breaker.get_metrics()
+        raw = metrics.average_response_time * metrics.successful_requests
+        raw_dips += raw < previous_raw
+        previous_raw = raw
+        value = reader.read([breaker])[0].response_time_sum
+        assert value >= previous
+        previous = value
+    assert raw_dips > 0  # the case the clamp exists for did happen
+    assert previous == pytest.approx(sum(durations))
+
+
+def test_import_without_the_extras() -> None:
+    """`import httpx_breaker` and its monitoring work with neither extra installed."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["prometheus_client"] = None
+        sys.modules["opentelemetry"] = None
+        import httpx_breaker, httpx_breaker.monitoring
+        print(httpx_breaker.monitoring.dashboard([])["summary"]["total_breakers"])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"

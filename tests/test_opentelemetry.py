@@ -1,0 +1,231 @@
+"""The OpenTelemetry instruments, read through the SDK's InMemoryMetricReader."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import httpx_breaker.opentelemetry as otel
+from httpx_breaker import BreakerRegistry, CircuitBreaker, CircuitBreakerConfig, CircuitOpenError
+from httpx_breaker.opentelemetry import register_metrics
+
+from .conftest import FakeClock
+
+Points = dict[tuple[str, frozenset[tuple[str, Any]]], float]
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def provider(reader: InMemoryMetricReader) -> Iterator[MeterProvider]:
+    provider = MeterProvider(metric_readers=[reader])
+    yield provider
+    provider.shutdown()
+
+
+def _collect(reader: InMemoryMetricReader) -> tuple[Points, dict[str, Any]]:
+    """Data points by (instrument, attributes), and each instrument's metric record."""
+    points: Points = {}
+    metrics: dict[str, Any] = {}
+    data = reader.get_metrics_data()
+    if data is None:
+        return points, metrics
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            assert scope.scope.name == "httpx_breaker"
+            for metric in scope.metrics:
+                metrics[metric.name] = metric
+                for point in metric.data.data_points:
+                    key = (metric.name, frozenset((point.attributes or {}).items()))
+                    assert key not in points
+                    points[key] = point.value
+    return points, metrics
+
+
+def _point(points: Points, name: str, **attributes: str) -> float:
+    return points[(name, frozenset(attributes.items()))]
+
+
+def _call(breaker: CircuitBreaker, clock: FakeClock, duration: float, *, fail: bool) -> None:
+    def fn() -> None:
+        clock.advance(duration)
+        if fail:
+            raise RuntimeError("boom")
+
+    try:
+        breaker.call(fn)
+    except (RuntimeError, CircuitOpenError):
+        return
+
+
+def test_instruments_report_the_breakers_numbers(
+    clock: FakeClock, provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """Each instrument has its OTel name, kind and unit, and the breaker's exact values."""
+    config = CircuitBreakerConfig(failure_threshold=2, timeout=None)
+    breaker = CircuitBreaker("api.example.com", config, clock=clock)
+    _call(breaker, clock, 0.25, fail=False)
+    _call(breaker, clock, 0.5, fail=True)
+    _call(breaker, clock, 1.0, fail=True)  # opens
+    _call(breaker, clock, 0.0, fail=False)  # rejected
+    _call(breaker, clock, 0.0, fail=False)  # rejected
+    register_metrics([breaker], meter_provider=provider)
+
+    points, metrics = _collect(reader)
+
+    kinds = {
+        name: (type(m.data).__name__, getattr(m.data, "is_monotonic", None), m.unit)
+        for name, m in metrics.items()
+    }
+    assert kinds == {
+        "circuit_breaker.requests": ("Sum", True, "{request}"),
+        "circuit_breaker.rejected_requests": ("Sum", True, "{request}"),
+        "circuit_breaker.state_changes": ("Sum", True, "{change}"),
+        "circuit_breaker.state": ("Sum", False, "{breaker}"),
+        "circuit_breaker.response_time": ("Sum", True, "s"),
+    }
+    name = {"circuit_breaker.name": "api.example.com"}
+    outcomes = {
+        outcome: _point(
+            points, "circuit_breaker.requests", **name, **{"circuit_breaker.outcome": outcome}
+        )
+        for outcome in ("success", "failure", "ignored")
+    }
+    assert outcomes == {"success": 1, "failure": 2, "ignored": 0}
+    assert _point(points, "circuit_breaker.rejected_requests", **name) == 2
+    assert (
+        _point(
+            points,
+            "circuit_breaker.state_changes",
+            **name,
+            **{"circuit_breaker.from_state": "closed", "circuit_breaker.to_state": "open"},
+        )
+        == 1
+    )
+    states = {
+        state: _point(points, "circuit_breaker.state", **name, **{"circuit_breaker.state": state})
+        for state in ("closed", "open", "half_open")
+    }
+    assert states == {"closed": 0, "open": 1, "half_open": 0}
+    assert _point(points, "circuit_breaker.response_time", **name) == pytest.approx(1.75)
+
+
+def test_state_changes_stay_monotonic_past_the_1000_kept(
+    clock: FakeClock, provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """Collected every 10 changes over 2,400 changes, counts never drop and end exact."""
+    breaker = CircuitBreaker("flapping", clock=clock)
+    register_metrics([breaker], meter_provider=provider)
+    key = (
+        "circuit_breaker.state_changes",
+        frozenset(
+            {
+                "circuit_breaker.name": "flapping",
+                "circuit_breaker.from_state": "closed",
+                "circuit_breaker.to_state": "open",
+            }.items()
+        ),
+    )
+    previous = 0.0
+    for cycle in range(1, 1201):
+        breaker.force_open()
+        breaker.reset()
+        if cycle % 5 == 0:
+            value = _collect(reader)[0][key]
+            assert value >= previous
+            previous = value
+    assert previous == 1200
+
+
+def test_registry_source_and_the_global_provider(
+    clock: FakeClock,
+    provider: MeterProvider,
+    reader: InMemoryMetricReader,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without meter_provider the global one is used; a registry's new keys show up."""
+    monkeypatch.setattr(otel, "get_meter_provider", lambda: provider)
+    breakers = BreakerRegistry(clock=clock)
+    register_metrics(breakers)
+    assert _collect(reader)[0] == {}
+    breakers.breaker_for("a.example").force_open()
+    points, _ = _collect(reader)
+    names = {dict(attrs)["circuit_breaker.name"] for _, attrs in points}
+    assert names == {"a.example"}
+
+
+def test_close_stops_reporting(
+    clock: FakeClock, provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """After close() the callbacks report nothing."""
+    breaker = CircuitBreaker("closing", clock=clock)
+    registered = register_metrics([breaker], meter_provider=provider)
+    assert len(registered.instruments) == 5
+    assert _collect(reader)[0]
+    registered.close()
+    assert not _collect(reader)[0]
+    assert "closed" in repr(registered)
+
+
+def test_attributes_are_bounded(
+    clock: FakeClock, provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """Only the name, outcome, state and state-change attributes are ever reported,
+    and every possible state change is there from 0."""
+    breaker = CircuitBreaker("bounded", clock=clock)
+    _call(breaker, clock, 0.1, fail=False)
+    register_metrics([breaker], meter_provider=provider)
+    points, _ = _collect(reader)
+    keys = {k for _, attrs in points for k, _ in attrs}
+    assert keys == {
+        "circuit_breaker.name",
+        "circuit_breaker.outcome",
+        "circuit_breaker.state",
+        "circuit_breaker.from_state",
+        "circuit_breaker.to_state",
+    }
+    changes = {
+        (dict(attrs)["circuit_breaker.from_state"], dict(attrs)["circuit_breaker.to_state"]): v
+        for name, attrs in points
+        if name == "circuit_breaker.state_changes"
+        for v in [points[(name, attrs)]]
+    }
+    assert changes == {
+        ("closed", "open"): 0,
+        ("open", "half_open"): 0,
+        ("open", "closed"): 0,
+        ("half_open", "closed"): 0,
+        ("half_open", "open"): 0,
+    }
+
+
+def test_import_error_names_the_extra() -> None:
+    """Without opentelemetry-api, importing the exporter says which extra to install."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["opentelemetry"] = None
+        import httpx_breaker
+        try:
+            import httpx_breaker.opentelemetry
+        except ImportError as exc:
+            print(exc)
+        else:
+            raise SystemExit("imported without opentelemetry")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'httpx-breaker[opentelemetry]'" in done.stdout
