@@ -1,0 +1,1 @@
+"""httpx-breaker's benchmark suite: `python -m benchmarks --help`."""
