@@ -94,13 +94,18 @@ class CircuitBreaker:
         "_clock",
         "_config",
         "_consecutive",
-        "_counts",
         "_deferred",
         "_epoch",
         "_failed_rounds",
+        "_fast_epoch",
         "_forced",
         "_listeners",
         "_lock",
+        "_n_failure",
+        "_n_ignored",
+        "_n_rejected",
+        "_n_slow",
+        "_n_success",
         "_name",
         "_open_until",
         "_probes_in_flight",
@@ -109,6 +114,8 @@ class CircuitBreaker:
         "_random",
         "_state",
         "_state_changes",
+        "_time_sum",
+        "_transition_counts",
         "_window",
         "on_state_change",
     )
@@ -139,6 +146,9 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._state = _CLOSED
         self._epoch = 0
+        # Equal to _epoch while a success needs no more than counting: CLOSED, not
+        # forced, nobody listening. Otherwise -2, which no token ever is.
+        self._fast_epoch = 0
         self._forced: CircuitState | None = None
         self._window = SlidingWindow(config.window_size, config.window_duration)
         self._consecutive = 0
@@ -147,8 +157,10 @@ class CircuitBreaker:
         self._probes_in_flight = 0
         self._probes_succeeded = 0
         self._probes_slow = 0
-        # successful, failed, ignored, rejected, slow, timed calls, summed durations
-        self._counts = [0, 0, 0, 0, 0, 0, 0.0]
+        self._n_success = self._n_failure = self._n_ignored = 0
+        self._n_rejected = self._n_slow = 0
+        self._time_sum = 0.0  # summed durations of successful and failed calls
+        self._transition_counts: dict[tuple[CircuitState, CircuitState], int] = {}
         self._state_changes: deque[tuple[float, CircuitState, CircuitState]] | None = None
         self._listeners: tuple[Listener, ...] = ()
         self._deferred: list[int] = []
@@ -212,7 +224,11 @@ class CircuitBreaker:
         """An immutable snapshot of the counters, rates and recent state changes."""
         state = self.state
         with self._lock:
-            ok, failed, ignored, rejected, slow, timed, total_time = self._counts
+            ok, failed, ignored = self._n_success, self._n_failure, self._n_ignored
+            rejected, slow, total_time = self._n_rejected, self._n_slow, self._time_sum
+            transitions = tuple(
+                (old, new, n) for (old, new), n in self._transition_counts.items()
+            )
             changes = tuple(self._state_changes) if self._state_changes else ()
             window = self._window
             # The window only expires when an outcome is recorded; show it as of now.
@@ -221,15 +237,17 @@ class CircuitBreaker:
             consecutive = self._consecutive
         recorded = ok + failed
         return BreakerMetrics(
-            total_requests=int(ok + failed + ignored),
-            successful_requests=int(ok),
-            failed_requests=int(failed),
-            rejected_requests=int(rejected),
-            ignored_requests=int(ignored),
-            slow_requests=int(slow),
+            total_requests=ok + failed + ignored,
+            successful_requests=ok,
+            failed_requests=failed,
+            rejected_requests=rejected,
+            ignored_requests=ignored,
+            slow_requests=slow,
             success_rate=ok / recorded if recorded else 1.0,
             failure_rate=failed / recorded if recorded else 0.0,
-            average_response_time=total_time / timed if timed else 0.0,
+            average_response_time=total_time / recorded if recorded else 0.0,
+            total_response_time=total_time,
+            state_change_counts=transitions,
             state=state,
             consecutive_failures=consecutive,
             window_requests=window_count,
@@ -251,12 +269,14 @@ class CircuitBreaker:
             raise TypeError(f"listener must be callable, got {listener!r}")
         with self._lock:
             self._listeners = (*self._listeners, listener)
+            self._refresh_fast_epoch()
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling `listener`; a listener that was never added is ignored."""
         with self._lock:
             # Equality, not identity: `obj.method` is a new bound method at every access.
             self._listeners = tuple(x for x in self._listeners if x != listener)
+            self._refresh_fast_epoch()
 
     # -- manual control ---------------------------------------------------------
 
@@ -279,6 +299,7 @@ class CircuitBreaker:
                 self._epoch += 1
             if state is _OPEN:
                 self._open_until = math.inf
+            self._refresh_fast_epoch()
         self._emit(events)
 
     def reset(self) -> None:
@@ -294,6 +315,7 @@ class CircuitBreaker:
                 self._window.clear()
                 self._consecutive = 0
                 self._failed_rounds = 0
+            self._refresh_fast_epoch()
         self._emit(events)
 
     # -- calling through the breaker --------------------------------------------
@@ -307,7 +329,9 @@ class CircuitBreaker:
             CircuitOpenError: the breaker refused the call; `fn` was not called.
             CircuitTimeoutError: the call outlived `config.timeout` and was cancelled.
         """
-        token = self._acquire()
+        token = self._epoch  # _acquire(), inlined: this is the hot path
+        if self._state is not _CLOSED:
+            token = self._acquire_slow()
         clock = self._clock
         start = clock()
         timeout = self._config.timeout
@@ -319,9 +343,10 @@ class CircuitBreaker:
         except BaseException as exc:
             self._record(token, self._classify(None, exc), start, clock())
             raise
-        end = clock()
-        outcome = SUCCESS if self._classifier is None else self._classify(result, None)
-        self._record(token, outcome, start, end)
+        if self._classifier is None:
+            self._record_success(token, start, clock())
+        else:
+            self._record(token, self._classify(result, None), start, clock())
         return result
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -333,7 +358,9 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: the breaker refused the call; `fn` was not called.
         """
-        token = self._acquire()
+        token = self._epoch  # _acquire(), inlined: this is the hot path
+        if self._state is not _CLOSED:
+            token = self._acquire_slow()
         clock = self._clock
         start = clock()
         try:
@@ -346,10 +373,13 @@ class CircuitBreaker:
             self._record(token, outcome, start, end)
             raise
         end = clock()
-        outcome = SUCCESS if self._classifier is None else self._classify(result, None)
-        if self._overran(start, end):
-            outcome = FAILURE
-        self._record(token, outcome, start, end)
+        timeout = self._config.timeout
+        if timeout is not None and end - start > timeout:
+            self._record(token, FAILURE, start, end)
+        elif self._classifier is None:
+            self._record_success(token, start, end)
+        else:
+            self._record(token, self._classify(result, None), start, end)
         return result
 
     def _overran(self, start: float, end: float) -> bool:
@@ -389,9 +419,12 @@ class CircuitBreaker:
         return self._acquire_slow()
 
     def _acquire_slow(self) -> int:
+        event: BreakerEvent | None = None
         events: list[BreakerEvent] = []
         retry_after: float | None = None
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: the context-manager protocol costs twice as much
+        try:
             if self._deferred:
                 self._drain_deferred()
             state = self._state
@@ -411,14 +444,14 @@ class CircuitBreaker:
                 self._probes_in_flight += 1
                 token = self._epoch
             else:
-                self._counts[3] += 1
+                self._n_rejected += 1
                 token = DRY_RUN
                 if self._listeners:
-                    events.append(
-                        BreakerEvent(
-                            "rejected", self._name, state, now, retry_after=retry_after
-                        )
-                    )
+                    event = BreakerEvent("rejected", self._name, state, now, retry_after=retry_after)
+        finally:
+            lock.release()
+        if event is not None:
+            events.append(event)
         if events:
             self._emit(events)
         if token == DRY_RUN:
@@ -440,46 +473,113 @@ class CircuitBreaker:
         start: float,
         end: float,
         retry_after: float | None = None,
+        now: float | None = None,
     ) -> None:
-        """Count one call's outcome and move the state if it was admitted in this epoch."""
+        """Count one call's outcome and move the state if it was admitted in this epoch.
+
+        `start` and `end` bound the call's duration; `now` (default `end`) is when the
+        outcome is known, which for a streamed response is later than its headers.
+        """
         if token == DRY_RUN:
             return
         duration = end - start
-        config = self._config
-        slow_after = config.slow_call_duration
-        slow = slow_after is not None and duration >= slow_after and outcome != IGNORED
-        events: list[BreakerEvent] = []
+        if now is None:
+            now = end
+        slow_after = self._config.slow_call_duration
+        slow = slow_after is not None and outcome != IGNORED and duration >= slow_after
         with self._lock:
-            if self._deferred:
-                self._drain_deferred()
-            counts = self._counts
-            counts[outcome] += 1
-            if outcome != IGNORED:
-                counts[5] += 1
-                counts[6] += duration
-                if slow:
-                    counts[4] += 1
-            state = self._state
-            if token == self._epoch and self._forced is None:
-                if state is _CLOSED:
-                    if outcome != IGNORED:
-                        self._record_closed(outcome, slow, end, events)
-                elif state is _HALF_OPEN:
-                    self._record_probe(outcome, slow, end, events)
-            if (
-                retry_after is not None
-                and outcome == FAILURE
-                and config.respect_retry_after
-                and self._state is _OPEN
-                and self._forced is None
-            ):
-                floor = end + min(max(retry_after, 0.0), config.max_retry_after)
-                self._open_until = max(self._open_until, floor)
-            if self._listeners:
-                kind = ("success", "failure", "ignored")[outcome]
-                events.insert(0, BreakerEvent(kind, self._name, state, end, duration=duration))
+            events = self._record_any(token, outcome, slow, duration, now, retry_after)
         if events:
             self._emit(events)
+
+    def _record_success(
+        self, token: int, start: float, end: float, now: float | None = None
+    ) -> None:
+        """`_record(token, SUCCESS, start, end, now=now)`, made cheap for the hot path.
+
+        While CLOSED, unforced, unwatched, a success only bumps counters and, as long
+        as the window holds no failed or slow outcome, no rule can fire: no expiry, no
+        checks, no event.
+        """
+        slow_after = self._config.slow_call_duration
+        if token != self._fast_epoch or (slow_after is not None and end - start >= slow_after):
+            self._record(token, SUCCESS, start, end, None, now)
+            return
+        if now is None:
+            now = end
+        events: list[BreakerEvent] | None = None
+        lock = self._lock
+        lock.acquire()  # not `with`: the context-manager protocol costs twice as much
+        try:
+            fast = token == self._fast_epoch and not self._deferred
+            if fast:
+                self._n_success += 1
+                self._time_sum += end - start
+                window = self._window
+                if window.failures or window.slow:
+                    events = []
+                    self._record_closed(SUCCESS, False, now, events)
+                else:
+                    self._consecutive = 0
+                    window.push_success(now)
+        finally:
+            lock.release()
+        if not fast:  # the state moved between the check and the lock
+            self._record(token, SUCCESS, start, end, None, now)
+        elif events:
+            self._emit(events)
+
+    def _refresh_fast_epoch(self) -> None:
+        """Recompute `_fast_epoch` after the state, forcing or listeners changed (locked)."""
+        if self._state is _CLOSED and self._forced is None and not self._listeners:
+            self._fast_epoch = self._epoch
+        else:
+            self._fast_epoch = -2
+
+    def _record_any(
+        self,
+        token: int,
+        outcome: int,
+        slow: bool,
+        duration: float,
+        now: float,
+        retry_after: float | None,
+    ) -> list[BreakerEvent]:
+        """`_record` for every case but the hot one; the caller holds the lock."""
+        events: list[BreakerEvent] = []
+        if self._deferred:
+            self._drain_deferred()
+        if outcome == SUCCESS:
+            self._n_success += 1
+        elif outcome == FAILURE:
+            self._n_failure += 1
+        else:
+            self._n_ignored += 1
+        if outcome != IGNORED:
+            self._time_sum += duration
+            if slow:
+                self._n_slow += 1
+        state = self._state
+        if token == self._epoch and self._forced is None:
+            if state is _CLOSED:
+                if outcome != IGNORED:
+                    self._record_closed(outcome, slow, now, events)
+            elif state is _HALF_OPEN:
+                self._record_probe(outcome, slow, now, events)
+        config = self._config
+        if (
+            retry_after is not None
+            and outcome == FAILURE
+            and config.respect_retry_after
+            and self._state is _OPEN
+            and self._forced is None
+        ):
+            floor = now + min(max(retry_after, 0.0), config.max_retry_after)
+            self._open_until = max(self._open_until, floor)
+        if self._listeners:
+            kind = ("success", "failure", "ignored")[outcome]
+            events.insert(0, BreakerEvent(kind, self._name, state, now, duration=duration))
+        return events
 
     def _record_closed(
         self, outcome: int, slow: bool, now: float, events: list[BreakerEvent]
@@ -541,6 +641,7 @@ class CircuitBreaker:
         old = self._state
         self._state = new
         self._epoch += 1
+        self._refresh_fast_epoch()
         self._consecutive = 0
         self._probes_in_flight = self._probes_succeeded = self._probes_slow = 0
         retry_after = None
@@ -560,6 +661,8 @@ class CircuitBreaker:
         if changes is None:
             changes = self._state_changes = deque(maxlen=STATE_CHANGES_KEPT)
         changes.append((now, old, new))
+        pair = (old, new)
+        self._transition_counts[pair] = self._transition_counts.get(pair, 0) + 1
         events.append(
             BreakerEvent(
                 "state_change",
@@ -597,7 +700,7 @@ class CircuitBreaker:
             self._release_one(deferred.pop())
 
     def _release_one(self, token: int) -> None:
-        self._counts[IGNORED] += 1
+        self._n_ignored += 1
         if token == self._epoch and self._state is _HALF_OPEN:
             self._probes_in_flight -= 1
 

@@ -46,11 +46,20 @@ class CircuitOpenError(httpx.TransportError):
         self.key = key
         self.state = state
         self.retry_after = retry_after
-        if retry_after is None:
-            detail = f"circuit breaker {key!r} is {state.value}"
-        else:
-            detail = f"circuit breaker {key!r} is {state.value}; retry after {retry_after:.3f}s"
-        super().__init__(detail, request=request)
+        # The message is built in __str__, only if someone reads it: an open breaker
+        # raises this on every request and most callers just catch it.
+        super().__init__(key, request=request)
+
+    def __str__(self) -> str:
+        if self.retry_after is None:
+            return f"circuit breaker {self.key!r} is {self.state.value}"
+        return (
+            f"circuit breaker {self.key!r} is {self.state.value}; "
+            f"retry after {self.retry_after:.3f}s"
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_open_error, (self.key, self.state, self.retry_after))

@@ -42,11 +42,19 @@ class BreakerMetrics:
     window_requests: int = 0
     window_failures: int = 0
     window_slow_requests: int = 0
+    total_response_time: float = 0.0
+    """Summed duration in seconds of the successful and failed calls."""
+    state_change_counts: tuple[tuple[CircuitState, CircuitState, int], ...] = ()
+    """`(old state, new state, how many times)` for every change ever made: unlike
+    `state_changes`, never trimmed, so exporters can count monotonically."""
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-serialisable values (states as their strings)."""
         data = dataclasses.asdict(self)
         data["state"] = self.state.value
+        data["state_change_counts"] = [
+            [old.value, new.value, n] for old, new, n in self.state_change_counts
+        ]
         data["state_changes"] = [
             [t, old.value, new.value] for t, old, new in self.state_changes
         ]

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker
-from ._classify import Classifier, default_classifier
+from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier
 from ._config import CircuitBreakerConfig
 from ._deadline import run_with_deadline
 from ._errors import CircuitOpenError, CircuitTimeoutError
@@ -189,23 +189,47 @@ def _finish(
     start: float,
     end: float,
 ) -> None:
-    """Record the outcome of a request that got a response (Retry-After included)."""
-    outcome = core.outcome(breaker, request, response, error)
+    """Record the outcome of a request that got a response (Retry-After included).
+
+    `start` to `end` is the time to the headers; the outcome is known now, at close.
+    """
+    if error is None and core.classifier is default_classifier:
+        # The default rules for a response that arrived whole, without the call.
+        if response.status_code not in DEFAULT_FAILURE_STATUSES:
+            breaker._record_success(token, start, end, breaker.clock())
+            return
+        outcome = FAILURE
+    else:
+        outcome = core.outcome(breaker, request, response, error)
+        if outcome == SUCCESS:
+            breaker._record_success(token, start, end, breaker.clock())
+            return
     retry_after = None
     if outcome == FAILURE and breaker.config.respect_retry_after:
         header = response.headers.get("retry-after")
         if header is not None:
             retry_after = parse_retry_after(header)
-    breaker._record(token, outcome, start, end, retry_after)
+    breaker._record(token, outcome, start, end, retry_after, breaker.clock())
 
 
 class _Tracked:
     """The pending outcome of one response, settled once: on close, or when collected."""
 
-    __slots__ = ("_breaker", "_core", "_end", "_error", "_request", "_response", "_start", "_token")
+    __slots__ = (
+        "_breaker",
+        "_core",
+        "_end",
+        "_error",
+        "_request",
+        "_response",
+        "_start",
+        "_stream",
+        "_token",
+    )
 
     def __init__(
         self,
+        stream: Any,
         core: _Core,
         breaker: CircuitBreaker,
         token: int,
@@ -214,6 +238,7 @@ class _Tracked:
         start: float,
         end: float,
     ) -> None:
+        self._stream = stream  # the wrapped transport's byte stream
         self._core: _Core | None = core
         self._breaker = breaker
         self._token = token
@@ -238,17 +263,13 @@ class _Tracked:
         self._response = None
 
     def __del__(self) -> None:
-        if getattr(self, "_core", None) is not None:
+        if self._core is not None:
             self._core = None
             self._breaker._release_abandoned(self._token)
 
 
 class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: httpx.AsyncByteStream, *args: Any) -> None:
-        super().__init__(*args)
-        self._stream = stream
+    __slots__ = ()
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -266,11 +287,7 @@ class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
 
 
 class _SyncTrackedStream(_Tracked, httpx.SyncByteStream):
-    __slots__ = ("_stream",)
-
-    def __init__(self, stream: httpx.SyncByteStream, *args: Any) -> None:
-        super().__init__(*args)
-        self._stream = stream
+    __slots__ = ()
 
     def __iter__(self) -> Iterator[bytes]:
         try:
@@ -390,12 +407,10 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
             # around a response object that an inner transport hands out repeatedly.
             _finish(core, breaker, token, request, response, None, start, clock())
         else:
-            stream = response.stream
-            assert isinstance(stream, httpx.AsyncByteStream)
             response.stream = _AsyncTrackedStream(
-                stream, core, breaker, token, request, response, start, clock()
+                response.stream, core, breaker, token, request, response, start, clock()
             )
-        _annotate(response, breaker, state)
+        response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
         return response
 
     async def aclose(self) -> None:

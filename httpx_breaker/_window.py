@@ -43,6 +43,27 @@ class SlidingWindow:
         if flags & SLOW:
             self.slow += 1
 
+    def push_success(self, now: float) -> None:
+        """`record(now, 0)` for a window that holds no failed or slow outcome.
+
+        Every live flag is then 0, so a full window only moves its head: the breaker's
+        hot path (a success while all is well) costs a couple of stores.
+        """
+        h = self._head
+        n = self.count
+        size = self._size
+        if n == size:
+            self._times[h] = now
+            h += 1
+            self._head = 0 if h == size else h
+        else:
+            i = h + n
+            if i >= size:
+                i -= size
+            self._times[i] = now
+            self._flags[i] = 0  # the slot may hold a flag from before a clear()
+            self.count = n + 1
+
     def expire(self, now: float) -> None:
         """Drop outcomes recorded more than `duration` seconds before `now`."""
         horizon = now - self._duration
