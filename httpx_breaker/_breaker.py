@@ -419,8 +419,8 @@ class CircuitBreaker:
         return self._acquire_slow()
 
     def _acquire_slow(self) -> int:
-        event: BreakerEvent | None = None
-        events: list[BreakerEvent] = []
+        """`_acquire` for every state but CLOSED: a probe permit, or a rejection."""
+        events: list[BreakerEvent] | None = None
         retry_after: float | None = None
         lock = self._lock
         lock.acquire()  # not `with`: the context-manager protocol costs twice as much
@@ -429,11 +429,12 @@ class CircuitBreaker:
                 self._drain_deferred()
             state = self._state
             now = self._clock()
-            if state is _OPEN:
-                if self._forced is None and now >= self._open_until:
+            if state is _OPEN and self._forced is None:
+                if now >= self._open_until:
+                    events = []
                     self._transition(_HALF_OPEN, now, "reset_timeout", events)
                     state = _HALF_OPEN
-                elif self._forced is None:
+                else:
                     retry_after = self._open_until - now
             if state is _CLOSED:
                 token = self._epoch
@@ -448,10 +449,9 @@ class CircuitBreaker:
                 token = DRY_RUN
                 if self._listeners:
                     event = BreakerEvent("rejected", self._name, state, now, retry_after=retry_after)
+                    events = [*events, event] if events else [event]
         finally:
             lock.release()
-        if event is not None:
-            events.append(event)
         if events:
             self._emit(events)
         if token == DRY_RUN:

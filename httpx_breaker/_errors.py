@@ -46,9 +46,12 @@ class CircuitOpenError(httpx.TransportError):
         self.key = key
         self.state = state
         self.retry_after = retry_after
-        # The message is built in __str__, only if someone reads it: an open breaker
-        # raises this on every request and most callers just catch it.
-        super().__init__(key, request=request)
+        # An open breaker raises this on every request and most callers just catch it,
+        # so construction is kept cheap: the message is built in __str__, only if read,
+        # and httpx's three-level __init__ chain is done in one step (it sets `args`
+        # and `_request`, exactly as below).
+        Exception.__init__(self, key)
+        self._request = request
 
     def __str__(self) -> str:
         if self.retry_after is None:
