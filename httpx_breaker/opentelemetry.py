@@ -38,7 +38,7 @@ observable histogram, and the breaker keeps a sum and a count, not a distributio
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 
 try:
     from opentelemetry.metrics import (
@@ -54,8 +54,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
         "pip install 'httpx-breaker[opentelemetry]'"
     ) from exc
 
+from ._metrics import BreakerMetrics
 from ._state import CircuitState
-from .monitoring import BreakerSource, MonotonicReader, Reading, freeze_source
+from .monitoring import BreakerSource, freeze_source, resolve_breakers, state_change_counts
 
 __all__ = ["METER_NAME", "RegisteredMetrics", "register_metrics"]
 
@@ -84,7 +85,6 @@ class RegisteredMetrics:
 
     def __init__(self, meter: Meter, breakers: BreakerSource) -> None:
         self._breakers = breakers
-        self._reader = MonotonicReader()
         self._closed = False
         self.meter = meter
         self.instruments = (
@@ -124,51 +124,52 @@ class RegisteredMetrics:
         """Stop reporting: every callback returns no observations from now on."""
         self._closed = True
 
-    def _read(self) -> Sequence[Reading]:
+    def _read(self) -> Iterator[tuple[str, BreakerMetrics]]:
+        """Each breaker's name and a fresh snapshot; nothing once closed."""
         if self._closed:
-            return ()
-        return self._reader.read(self._breakers)
+            return
+        for breaker in resolve_breakers(self._breakers):
+            yield breaker.name, breaker.get_metrics()
 
     def _requests(self, options: CallbackOptions) -> Iterable[Observation]:
-        for r in self._read():
-            m = r.metrics
+        for name, m in self._read():
             yield Observation(
-                m.successful_requests, {_NAME: r.name, "circuit_breaker.outcome": "success"}
+                m.successful_requests, {_NAME: name, "circuit_breaker.outcome": "success"}
             )
             yield Observation(
-                m.failed_requests, {_NAME: r.name, "circuit_breaker.outcome": "failure"}
+                m.failed_requests, {_NAME: name, "circuit_breaker.outcome": "failure"}
             )
             yield Observation(
-                m.ignored_requests, {_NAME: r.name, "circuit_breaker.outcome": "ignored"}
+                m.ignored_requests, {_NAME: name, "circuit_breaker.outcome": "ignored"}
             )
 
     def _rejected(self, options: CallbackOptions) -> Iterable[Observation]:
-        for r in self._read():
-            yield Observation(r.metrics.rejected_requests, {_NAME: r.name})
+        for name, m in self._read():
+            yield Observation(m.rejected_requests, {_NAME: name})
 
     def _state_changes(self, options: CallbackOptions) -> Iterable[Observation]:
-        for r in self._read():
-            for (old, new), count in r.state_changes.items():
+        for name, m in self._read():
+            for (old, new), count in state_change_counts(m).items():
                 yield Observation(
                     count,
                     {
-                        _NAME: r.name,
+                        _NAME: name,
                         "circuit_breaker.from_state": old,
                         "circuit_breaker.to_state": new,
                     },
                 )
 
     def _state(self, options: CallbackOptions) -> Iterable[Observation]:
-        for r in self._read():
-            current = r.metrics.state.value
+        for name, m in self._read():
+            current = m.state.value
             for value in _STATES:
                 yield Observation(
-                    1 if value == current else 0, {_NAME: r.name, "circuit_breaker.state": value}
+                    1 if value == current else 0, {_NAME: name, "circuit_breaker.state": value}
                 )
 
     def _response_time(self, options: CallbackOptions) -> Iterable[Observation]:
-        for r in self._read():
-            yield Observation(r.response_time_sum, {_NAME: r.name})
+        for name, m in self._read():
+            yield Observation(m.total_response_time, {_NAME: name})
 
     def __repr__(self) -> str:
         return (
@@ -187,8 +188,10 @@ def register_metrics(
             of name to breaker, a list of breakers, or a callable returning either.
         meter_provider: the provider to register on; the global one by default.
 
-    Counters stay monotonic across any number of collections. Call once per provider:
-    registering twice reports every breaker twice.
+    Counters are exact and monotonic however many state changes happen between two
+    collections: they come from the breaker's lifetime counters (`state_change_counts`,
+    `total_response_time`), not from the trimmed `state_changes` history. Call once
+    per provider: registering twice reports every breaker twice.
     """
     provider = meter_provider if meter_provider is not None else get_meter_provider()
     meter = provider.get_meter(METER_NAME, _version())

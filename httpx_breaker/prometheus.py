@@ -48,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from ._state import CircuitState
-from .monitoring import BreakerSource, MonotonicReader, freeze_source
+from .monitoring import BreakerSource, freeze_source, resolve_breakers, state_change_counts
 
 __all__ = ["CircuitBreakerCollector"]
 
@@ -64,14 +64,15 @@ class CircuitBreakerCollector:
             other mapping of name to breaker, a list of breakers, or a callable
             returning either, called on every scrape.
 
-    Counters stay monotonic across any number of scrapes. A breaker that is dropped
-    (say, evicted from its registry) and made again starts again from zero, which
-    Prometheus reads as a counter reset, as after a restart.
+    Counters are exact and monotonic however many state changes happen between two
+    scrapes: they come from the breaker's lifetime counters (`state_change_counts`,
+    `total_response_time`), not from the trimmed `state_changes` history. A breaker
+    that is dropped (say, evicted from its registry) and made again starts again from
+    zero, which Prometheus reads as a counter reset, as after a restart.
     """
 
     def __init__(self, breakers: BreakerSource = None) -> None:
         self._breakers = freeze_source(breakers)
-        self._reader = MonotonicReader()
 
     def describe(self) -> Iterator[Metric]:
         """The metric families, without samples: lets a registry check names up front."""
@@ -80,20 +81,23 @@ class CircuitBreakerCollector:
     def collect(self) -> Iterator[Metric]:
         """Read every breaker now and yield the metric families."""
         requests, rejected, changes, state, response_time = families = self._families()
-        for reading in self._reader.read(self._breakers):
-            m = reading.metrics
-            name = reading.name
+        for breaker in resolve_breakers(self._breakers):
+            # One snapshot per breaker: all of its series are from the same instant.
+            m = breaker.get_metrics()
+            name = breaker.name
             requests.add_metric([name, "total"], m.total_requests)
             requests.add_metric([name, "success"], m.successful_requests)
             requests.add_metric([name, "failure"], m.failed_requests)
             requests.add_metric([name, "ignored"], m.ignored_requests)
             rejected.add_metric([name], m.rejected_requests)
-            for (old, new), count in reading.state_changes.items():
+            for (old, new), count in state_change_counts(m).items():
                 changes.add_metric([name, old, new], count)
             current = m.state.value
             for value in _STATES:
                 state.add_metric([name, value], 1.0 if value == current else 0.0)
-            response_time.add_metric([name], reading.response_time_count, reading.response_time_sum)
+            response_time.add_metric(
+                [name], m.successful_requests + m.failed_requests, m.total_response_time
+            )
         return iter(families)
 
     @staticmethod

@@ -120,22 +120,22 @@ def test_instruments_report_the_breakers_numbers(
     assert _point(points, "circuit_breaker.response_time", **name) == pytest.approx(1.75)
 
 
+def _changes_key(name: str, old: str, new: str) -> tuple[str, frozenset[tuple[str, Any]]]:
+    attributes = {
+        "circuit_breaker.name": name,
+        "circuit_breaker.from_state": old,
+        "circuit_breaker.to_state": new,
+    }
+    return ("circuit_breaker.state_changes", frozenset(attributes.items()))
+
+
 def test_state_changes_stay_monotonic_past_the_1000_kept(
     clock: FakeClock, provider: MeterProvider, reader: InMemoryMetricReader
 ) -> None:
-    """Collected every 10 changes over 2,400 changes, counts never drop and end exact."""
+    """Collected every 10 changes over 2,400 changes, counts never drop and stay exact."""
     breaker = CircuitBreaker("flapping", clock=clock)
     register_metrics([breaker], meter_provider=provider)
-    key = (
-        "circuit_breaker.state_changes",
-        frozenset(
-            {
-                "circuit_breaker.name": "flapping",
-                "circuit_breaker.from_state": "closed",
-                "circuit_breaker.to_state": "open",
-            }.items()
-        ),
-    )
+    key = _changes_key("flapping", "closed", "open")
     previous = 0.0
     for cycle in range(1, 1201):
         breaker.force_open()
@@ -143,8 +143,45 @@ def test_state_changes_stay_monotonic_past_the_1000_kept(
         if cycle % 5 == 0:
             value = _collect(reader)[0][key]
             assert value >= previous
+            assert value == cycle
             previous = value
     assert previous == 1200
+
+
+def test_more_than_1000_changes_between_two_collections_are_all_counted(
+    clock: FakeClock, provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """2,500 changes between two collections, far past the 1,000 kept, are counted exactly."""
+    breaker = CircuitBreaker("burst", clock=clock)
+    register_metrics([breaker], meter_provider=provider)
+    breaker.force_open()
+    assert _collect(reader)[0][_changes_key("burst", "closed", "open")] == 1
+    for _ in range(1250):
+        breaker.reset()
+        breaker.force_open()
+    points, _ = _collect(reader)
+    assert points[_changes_key("burst", "closed", "open")] == 1251
+    assert points[_changes_key("burst", "open", "closed")] == 1250
+    assert len(breaker.get_metrics().state_changes) == 1000
+
+
+def test_response_time_is_the_breakers_exact_total_and_never_dips(
+    clock: FakeClock, provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """The response-time counter is `total_response_time` itself at every collection."""
+    config = CircuitBreakerConfig(failure_threshold=10_000, timeout=None)
+    breaker = CircuitBreaker("sums", config, clock=clock)
+    register_metrics([breaker], meter_provider=provider)
+    key = ("circuit_breaker.response_time", frozenset({"circuit_breaker.name": "sums"}.items()))
+    durations = [0.1, 0.2, 0.3, 0.0, 0.7] * 20
+    previous = 0.0
+    for i, duration in enumerate(durations, 1):
+        _call(breaker, clock, duration, fail=i % 3 == 0)
+        value = _collect(reader)[0][key]
+        assert value >= previous
+        assert value == breaker.get_metrics().total_response_time
+        previous = value
+    assert previous == pytest.approx(sum(durations))
 
 
 def test_registry_source_and_the_global_provider(

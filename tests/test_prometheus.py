@@ -175,6 +175,11 @@ def test_a_full_cycle_is_counted_per_transition(clock: FakeClock) -> None:
     assert changes("open", "closed") == 0
 
 
+def _changes_key(name: str, old: str, new: str) -> tuple[str, frozenset[tuple[str, str]]]:
+    labels = {"circuit_breaker": name, "from_state": old, "to_state": new}
+    return ("circuit_breaker_state_changes_total", frozenset(labels.items()))
+
+
 def test_state_change_counters_stay_monotonic_past_the_1000_kept_changes(
     clock: FakeClock,
 ) -> None:
@@ -190,25 +195,30 @@ def test_state_change_counters_stay_monotonic_past_the_1000_kept_changes(
             for key, value in previous.items():
                 if key[0].endswith("_total"):
                     assert samples[key] >= value, key
+            assert samples[_changes_key("flapping", "closed", "open")] == cycle
             previous = samples
     assert len(breaker.get_metrics().state_changes) == 1000
     final = _scrape(registry)
-    opened = (
-        "circuit_breaker_state_changes_total",
-        frozenset(
-            {"circuit_breaker": "flapping", "from_state": "closed", "to_state": "open"}.items()
-        ),
-    )
-    closed = (
-        "circuit_breaker_state_changes_total",
-        frozenset(
-            {"circuit_breaker": "flapping", "from_state": "open", "to_state": "closed"}.items()
-        ),
-    )
-    assert final[opened] == 1500
-    assert final[closed] == 1500
+    assert final[_changes_key("flapping", "closed", "open")] == 1500
+    assert final[_changes_key("flapping", "open", "closed")] == 1500
     # Scraping again with nothing new changes nothing.
     assert _scrape(registry) == final
+
+
+def test_more_than_1000_changes_between_two_scrapes_are_all_counted(clock: FakeClock) -> None:
+    """2,500 changes between two scrapes, far past the 1,000 kept, are counted exactly."""
+    breaker = CircuitBreaker("burst", clock=clock)
+    registry, _ = _registry([breaker])
+    breaker.force_open()
+    first = _scrape(registry)
+    assert first[_changes_key("burst", "closed", "open")] == 1
+    for _ in range(1250):
+        breaker.reset()
+        breaker.force_open()
+    second = _scrape(registry)
+    assert second[_changes_key("burst", "closed", "open")] == 1251
+    assert second[_changes_key("burst", "open", "closed")] == 1250
+    assert len(breaker.get_metrics().state_changes) == 1000
 
 
 def test_concurrent_scrapes_count_each_state_change_once(clock: FakeClock) -> None:
@@ -238,22 +248,39 @@ def test_concurrent_scrapes_count_each_state_change_once(clock: FakeClock) -> No
     assert _scrape(registry)[("circuit_breaker_state_changes_total", labels)] == 400
 
 
-def test_a_late_first_scrape_counts_the_kept_history_and_never_goes_down(
-    clock: FakeClock,
-) -> None:
-    """First scraped after 1,200 changes: the 1,000 kept are counted, then counting is exact."""
+def test_a_late_first_scrape_counts_every_change_ever_made(clock: FakeClock) -> None:
+    """First scraped after 1,200 changes (200 more than the history keeps): all are counted."""
     breaker = CircuitBreaker("late", clock=clock)
     for _ in range(600):
         breaker.force_open()
         breaker.reset()
     registry, _ = _registry([breaker])
-    labels = frozenset(
-        {"circuit_breaker": "late", "from_state": "closed", "to_state": "open"}.items()
-    )
-    first = _scrape(registry)[("circuit_breaker_state_changes_total", labels)]
-    assert first == 500  # what the engine still remembers
+    assert _scrape(registry)[_changes_key("late", "closed", "open")] == 600
     breaker.force_open()
-    assert _scrape(registry)[("circuit_breaker_state_changes_total", labels)] == 501
+    assert _scrape(registry)[_changes_key("late", "closed", "open")] == 601
+
+
+def test_response_time_sum_is_the_breakers_exact_total_and_never_dips(
+    clock: FakeClock,
+) -> None:
+    """The summary's sum is `total_response_time` itself at every scrape: never lower."""
+    config = CircuitBreakerConfig(failure_threshold=10_000, timeout=None)
+    breaker = CircuitBreaker("sums", config, clock=clock)
+    registry, _ = _registry([breaker])
+    durations = [0.1, 0.2, 0.3, 0.0, 0.7] * 60
+    previous = 0.0
+    for i, duration in enumerate(durations, 1):
+        _call(breaker, clock, duration, fail=i % 3 == 0)
+        samples = _scrape(registry)
+        value = _value(samples, "circuit_breaker_response_time_seconds_sum", circuit_breaker="sums")
+        assert value >= previous
+        assert value == breaker.get_metrics().total_response_time
+        assert (
+            _value(samples, "circuit_breaker_response_time_seconds_count", circuit_breaker="sums")
+            == i
+        )
+        previous = value
+    assert previous == pytest.approx(sum(durations))
 
 
 def test_response_time_summary_counts_successes_and_failures_only(clock: FakeClock) -> None:
