@@ -17,8 +17,6 @@ Two breakers with the same name are shown once: the later one wins, as in
 from __future__ import annotations
 
 import dataclasses
-import threading
-import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Literal, TypeAlias
 
@@ -41,17 +39,16 @@ BreakerSource: TypeAlias = (
 def health_score(metrics: BreakerMetrics) -> float:
     """0 to 100: 70 points for the success rate, 30 for the response time.
 
-    Response time earns the full 30 points at 1 s or less, none at 5 s or more, and
-    falls linearly between (7.5 points a second). A breaker with no traffic scores 100.
-
-    The seed's code reads ``(5 - t) * 6``, which gives only 24 points at 1 s and reaches
-    30 at 0 s, against its own comment ("1 s or less: full marks, 5 s or more: 0"); the
-    comment's rule is the one kept here.
+    The seed's formula, as its code has it: the response-time part is
+    ``max(0, min(30, (5 - t) * 6))`` for a mean response time of `t` seconds, so 30
+    points at 0 s, 24 at 1 s and none from 5 s on. (The seed's comment says "full
+    marks at 1 s or less"; its code, which this follows, gives full marks only at 0 s.)
+    A breaker with no traffic scores 100.
     """
     if metrics.total_requests == 0:
         return 100.0
     success_score = metrics.success_rate * 70.0
-    response_time_score = max(0.0, min(30.0, (5.0 - metrics.average_response_time) * 7.5))
+    response_time_score = max(0.0, min(30.0, (5.0 - metrics.average_response_time) * 6.0))
     return success_score + response_time_score
 
 
@@ -207,88 +204,21 @@ def alerts(breakers: BreakerSource = None, *, failure_rate_threshold: float = 0.
 # -- what the exporters share -----------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Reading:
-    """One breaker as an exporter sees it at one read, with counters kept monotonic."""
-
-    name: str
-    metrics: BreakerMetrics
-    state_changes: Mapping[tuple[str, str], int]
-    """Count of each (from_state, to_state) change over the breaker's life; every one
-    of `POSSIBLE_STATE_CHANGES` is present, at 0 until it happens."""
-    response_time_sum: float
-    """Seconds spent in successful and failed calls, over the breaker's life."""
-    response_time_count: int
-    """Successful and failed calls: the calls `response_time_sum` covers."""
-
-
 _C, _O, _H = CircuitState.CLOSED.value, CircuitState.OPEN.value, CircuitState.HALF_OPEN.value
 POSSIBLE_STATE_CHANGES = ((_C, _O), (_O, _H), (_O, _C), (_H, _C), (_H, _O))
 """Every (from_state, to_state) a breaker can make; exporters report each from 0, so
 that ``rate()`` and ``increase()`` see the first change (a series born at 1 hides it)."""
 
 
-class _Seen:
-    __slots__ = ("counts", "last", "time_sum")
+def state_change_counts(metrics: BreakerMetrics) -> dict[tuple[str, str], int]:
+    """How many times each (from_state, to_state) change happened over the breaker's life.
 
-    def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = dict.fromkeys(POSSIBLE_STATE_CHANGES, 0)
-        self.last: object = None
-        self.time_sum = 0.0
-
-
-class MonotonicReader:
-    """Reads breakers for an exporter, keeping the derived counters monotonic.
-
-    `BreakerMetrics.state_changes` holds only the last 1,000 changes, so a count taken
-    from it would stall and then wobble. The reader remembers, per breaker, the last
-    change it counted and adds only the ones after it: counts never go down, and they
-    are exact as long as a breaker does not change state more than 1,000 times between
-    two reads (a breaker changes state at most a few times per open period). Nothing
-    runs on the request path: the work is done when an exporter reads.
-
-    The response-time sum is rebuilt from the mean and the count; float rounding could
-    make it dip by a hair between reads, which a counter must never do, so it is held
-    at its highest value.
+    Read from `BreakerMetrics.state_change_counts`, which is never trimmed, so the
+    counts are exact and never go down. Every one of `POSSIBLE_STATE_CHANGES` is
+    present, at 0 until it happens.
     """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._seen: weakref.WeakKeyDictionary[CircuitBreaker, _Seen] = weakref.WeakKeyDictionary()
-
-    def read(self, breakers: BreakerSource = None) -> list[Reading]:
-        """A reading of each breaker `breakers` names now."""
-        return [self.read_one(breaker) for breaker in resolve_breakers(breakers)]
-
-    def read_one(self, breaker: CircuitBreaker) -> Reading:
-        with self._lock:
-            # The snapshot is taken under the reader's lock: two scrapes at once must not
-            # apply an older snapshot after a newer one (it would count changes twice).
-            metrics = breaker.get_metrics()
-            timed = metrics.successful_requests + metrics.failed_requests
-            time_sum = metrics.average_response_time * timed
-            seen = self._seen.get(breaker)
-            if seen is None:
-                seen = self._seen[breaker] = _Seen()
-            changes = metrics.state_changes
-            start = 0
-            if seen.last is not None:
-                # The snapshot holds the breaker's own tuples: find the last one counted.
-                for i in range(len(changes) - 1, -1, -1):
-                    if changes[i] is seen.last:
-                        start = i + 1
-                        break
-            counts = seen.counts
-            for _, old, new in changes[start:]:
-                pair = (old.value, new.value)
-                counts[pair] = counts.get(pair, 0) + 1
-            if changes:
-                seen.last = changes[-1]
-            seen.time_sum = max(seen.time_sum, time_sum)
-            return Reading(
-                name=breaker.name,
-                metrics=metrics,
-                state_changes=dict(counts),
-                response_time_sum=seen.time_sum,
-                response_time_count=timed,
-            )
+    counts = dict.fromkeys(POSSIBLE_STATE_CHANGES, 0)
+    for old, new, n in metrics.state_change_counts:
+        pair = (old.value, new.value)
+        counts[pair] = counts.get(pair, 0) + n
+    return counts

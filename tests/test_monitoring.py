@@ -18,13 +18,14 @@ from httpx_breaker import (
     CircuitState,
 )
 from httpx_breaker.monitoring import (
+    POSSIBLE_STATE_CHANGES,
     Alert,
-    MonotonicReader,
     alerts,
     dashboard,
     freeze_source,
     health_score,
     resolve_breakers,
+    state_change_counts,
 )
 
 from .conftest import FakeClock
@@ -77,20 +78,21 @@ def _quiet() -> CircuitBreakerConfig:
 @pytest.mark.parametrize(
     ("ok", "failed", "avg", "expected"),
     [
-        (10, 0, 0.2, 100.0),  # 70 + 30 (under 1 s: full marks)
-        (10, 0, 1.0, 100.0),  # exactly 1 s: still full marks
-        (8, 2, 3.0, 71.0),  # 0.8 * 70 = 56, halfway from 1 s to 5 s: 15
-        (1, 3, 2.5, 36.25),  # 0.25 * 70 = 17.5, (5 - 2.5) / 4 * 30 = 18.75
-        (10, 0, 4.6, 73.0),  # 70, (5 - 4.6) / 4 * 30 = 3
+        (10, 0, 0.0, 100.0),  # 70 + 30: full marks only at 0 s
+        (10, 0, 0.2, 98.8),  # 70 + (5 - 0.2) * 6 = 70 + 28.8
+        (10, 0, 1.0, 94.0),  # 70 + 24 (the seed's code, not its comment: see health_score)
+        (8, 2, 3.0, 68.0),  # 0.8 * 70 = 56, (5 - 3) * 6 = 12
+        (1, 3, 2.5, 32.5),  # 0.25 * 70 = 17.5, (5 - 2.5) * 6 = 15
+        (10, 0, 4.6, 72.4),  # 70, (5 - 4.6) * 6 = 2.4
         (5, 5, 5.0, 35.0),  # 0.5 * 70, response time at 5 s earns nothing
         (5, 5, 9.0, 35.0),  # beyond 5 s it stays at nothing, never negative
-        (0, 4, 0.1, 30.0),  # all failed, fast
+        (0, 4, 0.1, 29.4),  # all failed, fast: (5 - 0.1) * 6
     ],
 )
 def test_health_score_matches_the_seed_formula(
     ok: int, failed: int, avg: float, expected: float
 ) -> None:
-    """70 points scale with the success rate; 30 are full up to 1 s and fall linearly to 0 at 5 s."""
+    """70 points scale with the success rate; 30 fall by 6 a second from 0 s to nothing at 5 s."""
     assert health_score(_metrics(ok=ok, failed=failed, avg=avg)) == pytest.approx(expected)
 
 
@@ -105,10 +107,10 @@ def test_health_score_of_ignored_only_traffic_counts_as_traffic() -> None:
 
 
 def test_health_score_from_a_real_breaker(clock: FakeClock) -> None:
-    """Four 2 s successes and one 2 s failure score 0.8 * 70 + (5 - 2) / 4 * 30 = 78.5."""
+    """Four 2 s successes and one 2 s failure score 0.8 * 70 + (5 - 2) * 6 = 74."""
     breaker = CircuitBreaker("svc", _quiet(), clock=clock)
     _drive(breaker, clock, ok=4, failed=1, duration=2.0)
-    assert health_score(breaker.get_metrics()) == pytest.approx(78.5)
+    assert health_score(breaker.get_metrics()) == pytest.approx(74.0)
 
 
 # -- dashboard --------------------------------------------------------------------
@@ -119,9 +121,9 @@ def _three(clock: FakeClock) -> list[CircuitBreaker]:
     healthy = CircuitBreaker("healthy", config, clock=clock)
     slow = CircuitBreaker("slow", config, clock=clock)
     broken = CircuitBreaker("broken", config, clock=clock)
-    _drive(healthy, clock, ok=10, failed=0, duration=0.5)  # 100
-    _drive(slow, clock, ok=9, failed=1, duration=4.0)  # 63 + 7.5 = 70.5
-    _drive(broken, clock, ok=1, failed=3, duration=1.0)  # 17.5 + 30 = 47.5
+    _drive(healthy, clock, ok=10, failed=0, duration=0.5)  # 70 + 27 = 97
+    _drive(slow, clock, ok=9, failed=1, duration=4.0)  # 63 + 6 = 69
+    _drive(broken, clock, ok=1, failed=3, duration=1.0)  # 17.5 + 24 = 41.5
     broken.force_open()
     return [healthy, slow, broken]
 
@@ -151,12 +153,12 @@ def test_dashboard_summary_rows_and_order(clock: FakeClock) -> None:
         "probing",  # 0 * 70 + 30 = 30
         "broken",
         "slow",
-        "healthy",  # 100, tied with idle: ties go by name
+        "healthy",  # 97
         "idle",
     ]
     scores = {row["name"]: row["health_score"] for row in data["breakers"]}
     assert scores == pytest.approx(
-        {"probing": 30.0, "broken": 47.5, "slow": 70.5, "healthy": 100.0, "idle": 100.0}
+        {"probing": 30.0, "broken": 41.5, "slow": 69.0, "healthy": 97.0, "idle": 100.0}
     )
     broken_row = data["breakers"][1]
     assert broken_row["state"] == "open"
@@ -205,14 +207,14 @@ def test_registry_snapshot_is_the_dashboard_of_its_breakers(clock: FakeClock) ->
     registry = BreakerRegistry(default=_quiet(), clock=clock)
     a = registry.breaker_for("a.example")
     b = registry.breaker_for("b.example:8443")
-    _drive(a, clock, ok=3, failed=1, duration=2.0)  # 52.5 + 22.5 = 75
+    _drive(a, clock, ok=3, failed=1, duration=2.0)  # 52.5 + (5 - 2) * 6 = 70.5
     b.force_open()
     snapshot = registry.snapshot()
     assert snapshot == dashboard(registry)
     assert snapshot == dashboard([a, b])
     assert snapshot["summary"]["open_breakers"] == 1
     assert [row["name"] for row in snapshot["breakers"]] == ["a.example", "b.example:8443"]
-    assert snapshot["breakers"][0]["health_score"] == pytest.approx(75.0)
+    assert snapshot["breakers"][0]["health_score"] == pytest.approx(70.5)
     assert json.loads(json.dumps(snapshot)) == snapshot
 
 
@@ -317,24 +319,23 @@ def test_sources_of_the_wrong_type_are_a_type_error(bad: object) -> None:
         resolve_breakers(bad)  # type: ignore[arg-type]
 
 
-def test_monotonic_reader_keeps_the_response_time_sum_from_dipping(clock: FakeClock) -> None:
-    """The sum rebuilt from mean * count wobbles with rounding; the reader never goes down."""
-    breaker = CircuitBreaker("sums", _quiet(), clock=clock)
-    reader = MonotonicReader()
-    durations = [0.1, 0.2, 0.3, 0.0, 0.7] * 60
-    raw_dips = 0
-    previous_raw = previous = 0.0
-    for duration in durations:
-        _drive(breaker, clock, ok=1, failed=0, duration=duration)
-        metrics = breaker.get_metrics()
-        raw = metrics.average_response_time * metrics.successful_requests
-        raw_dips += raw < previous_raw
-        previous_raw = raw
-        value = reader.read([breaker])[0].response_time_sum
-        assert value >= previous
-        previous = value
-    assert raw_dips > 0  # the case the clamp exists for did happen
-    assert previous == pytest.approx(sum(durations))
+def test_state_change_counts_start_every_change_at_zero_and_count_past_the_history(
+    clock: FakeClock,
+) -> None:
+    """The exporters' counts list all five changes from 0 and count beyond the 1,000 kept."""
+    breaker = CircuitBreaker("counted", _quiet(), clock=clock)
+    assert state_change_counts(breaker.get_metrics()) == dict.fromkeys(POSSIBLE_STATE_CHANGES, 0)
+    for _ in range(700):
+        breaker.force_open()
+        breaker.reset()
+    counts = state_change_counts(breaker.get_metrics())
+    assert counts == {
+        ("closed", "open"): 700,
+        ("open", "closed"): 700,
+        ("open", "half_open"): 0,
+        ("half_open", "closed"): 0,
+        ("half_open", "open"): 0,
+    }
 
 
 def test_import_without_the_extras() -> None:
