@@ -81,8 +81,7 @@ async def call(client: httpx.AsyncClient, n: int) -> None:
 
 
 async def main() -> None:
-    # The wrapper keeps the function's type, which does not know the added method.
-    breaker = fetch_quote.circuit_breaker()  # type: ignore[attr-defined]
+    breaker = fetch_quote.circuit_breaker()
     breaker.on_state_change = on_state_change
     with API:
         async with httpx.AsyncClient() as client:

@@ -1,4 +1,5 @@
-"""Helpers for your own test suites: a clock you move by hand, and breakers in any state.
+"""Helpers for your own test suites: a clock you move by hand, breakers in any state,
+and a real HTTP server to put behind them.
 
 Tests of code that sits behind a breaker should never wait for an open period to
 end. Hand the breakers a `FakeClock`, or swap one in for the duration of a test::
@@ -16,6 +17,24 @@ end. Hand the breakers a `FakeClock`, or swap one in for the duration of a test:
 
 Nothing here needs an event loop, so the helpers work the same under pytest-asyncio,
 anyio's pytest plugin, trio or plain synchronous tests.
+
+`Upstream` is a programmable HTTP/1.1 server on 127.0.0.1, on a thread of its own, for
+tests that need real connections (timeouts, resets, truncated bodies, concurrency). Its
+paths pick the answer: ``/ok``, ``/status/<code>``, ``/delay/<seconds>``, ``/reset``
+(connection reset), ``/cut`` (body cut short), ``/flaky`` (503 with probability
+`failure_rate`), ``/retry-after/<value>``; every other path follows `mode`
+(``"healthy"``, ``"failing"``, ``"slow"``, ``"reset"``, ``"cut"`` or ``"flaky"``),
+which a test may change at any time. It records what reached it (`request_count`,
+`requests`), so a test can prove an open breaker sent nothing::
+
+    from httpx_breaker.testing import Upstream
+
+    def test_no_request_reaches_a_down_host():
+        with Upstream(mode="failing") as upstream:
+            ...                                   # trip the breaker on upstream.url
+            before = upstream.request_count
+            ...                                   # calls now raise CircuitOpenError
+            assert upstream.request_count == before
 
 With pytest installed this module is also a pytest plugin: ``-p httpx_breaker.testing``
 (or ``pytest_plugins = ["httpx_breaker.testing"]`` in your top-level ``conftest.py``)
@@ -35,9 +54,10 @@ from ._breaker import CircuitBreaker
 from ._registry import BreakerRegistry
 from ._state import BreakerEvent, CircuitState
 from ._transport import AsyncCircuitBreakerTransport, CircuitBreakerTransport
+from ._upstream import Upstream
 
 # `breaker_clock` (defined at the end when pytest is importable) is a fixture, not an API.
-__all__ = ["FakeClock", "breaker_testing", "set_state"]
+__all__ = ["FakeClock", "Upstream", "breaker_testing", "set_state"]
 
 Target = Any
 """A `CircuitBreaker`, a `BreakerRegistry`, either transport, or a function decorated

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gc
 import inspect
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import anyio
 import pytest
@@ -28,7 +32,9 @@ class Boom(Exception):
 async def test_async_function_goes_through_its_breaker(clock: FakeClock) -> None:
     """A decorated coroutine function stays async and opens after its failures."""
 
-    @circuit_breaker(name="deco-async", config=CircuitBreakerConfig(failure_threshold=2), clock=clock)
+    @circuit_breaker(
+        name="deco-async", config=CircuitBreakerConfig(failure_threshold=2), clock=clock
+    )
     async def fetch(x: int, *, fail: bool = False) -> int:
         await anyio.lowlevel.checkpoint()
         if fail:
@@ -54,7 +60,9 @@ async def test_async_function_goes_through_its_breaker(clock: FakeClock) -> None
 def test_sync_function_goes_through_its_breaker(clock: FakeClock) -> None:
     """A decorated plain function is called through `call` and keeps its metadata."""
 
-    @circuit_breaker(name="deco-sync", config=CircuitBreakerConfig(failure_threshold=1), clock=clock)
+    @circuit_breaker(
+        name="deco-sync", config=CircuitBreakerConfig(failure_threshold=1), clock=clock
+    )
     def parse(text: str) -> int:
         """Parse an int."""
         return int(text)
@@ -67,7 +75,7 @@ def test_sync_function_goes_through_its_breaker(clock: FakeClock) -> None:
         parse("x")
     with pytest.raises(CircuitOpenError):
         parse("6")
-    assert parse.circuit_breaker().get_metrics().failed_requests == 1  # type: ignore[attr-defined]
+    assert parse.circuit_breaker().get_metrics().failed_requests == 1
 
 
 def test_name_defaults_to_module_and_qualified_name() -> None:
@@ -79,8 +87,10 @@ def test_name_defaults_to_module_and_qualified_name() -> None:
     @circuit_breaker
     def bare() -> None: ...
 
-    assert helper.circuit_breaker().name == f"{__name__}.{helper.__qualname__}"  # type: ignore[attr-defined]
-    assert bare.circuit_breaker().name.endswith("test_name_defaults_to_module_and_qualified_name.<locals>.bare")  # type: ignore[attr-defined]
+    assert helper.circuit_breaker().name == f"{__name__}.{helper.__qualname__}"
+    assert bare.circuit_breaker().name.endswith(
+        "test_name_defaults_to_module_and_qualified_name.<locals>.bare"
+    )
 
 
 def test_name_may_be_positional() -> None:
@@ -90,9 +100,9 @@ def test_name_may_be_positional() -> None:
     def f() -> int:
         return 1
 
-    assert f.circuit_breaker().name == "positional"  # type: ignore[attr-defined]
+    assert f.circuit_breaker().name == "positional"
     with pytest.raises(TypeError):
-        circuit_breaker("a", name="b")
+        circuit_breaker("a", name="b")  # type: ignore[call-overload]
 
 
 def test_decorator_classifier_sees_results(clock: FakeClock) -> None:
@@ -108,7 +118,7 @@ def test_decorator_classifier_sees_results(clock: FakeClock) -> None:
         return "error"
 
     assert lookup() == "error"
-    assert lookup.circuit_breaker().state is CircuitState.OPEN  # type: ignore[attr-defined]
+    assert lookup.circuit_breaker().state is CircuitState.OPEN
 
 
 def test_each_decorated_function_has_its_own_breaker() -> None:
@@ -120,7 +130,7 @@ def test_each_decorated_function_has_its_own_breaker() -> None:
     @circuit_breaker(name="two")
     def b() -> None: ...
 
-    assert a.circuit_breaker() is not b.circuit_breaker()  # type: ignore[attr-defined]
+    assert a.circuit_breaker() is not b.circuit_breaker()
 
 
 def test_get_all_lists_live_breakers_weakly() -> None:
@@ -134,7 +144,7 @@ def test_get_all_lists_live_breakers_weakly() -> None:
     every = get_all_circuit_breakers()
     assert every["registry-kept"] is kept
     assert every["registry-dropped"] is dropped
-    assert every["registry-decorated"] is f.circuit_breaker()  # type: ignore[attr-defined]
+    assert every["registry-decorated"] is f.circuit_breaker()
     del every, dropped
     gc.collect()
     every = get_all_circuit_breakers()
@@ -162,3 +172,93 @@ def test_get_all_returns_a_copy() -> None:
     every = get_all_circuit_breakers()
     every.clear()
     assert get_all_circuit_breakers()["copy-me"] is kept
+
+
+TYPING_CHECK = """
+from __future__ import annotations
+
+from httpx_breaker import BreakerMetrics, CircuitBreakerConfig, circuit_breaker
+
+
+@circuit_breaker
+def bare(x: int, *, label: str = "") -> str:
+    return label * x
+
+
+@circuit_breaker("positional")
+async def fetch(url: str) -> bytes:
+    return url.encode()
+
+
+@circuit_breaker(name="named", config=CircuitBreakerConfig(), classifier=None, clock=None)
+def named(a: float, b: float) -> float:
+    return a + b
+
+
+class Client:
+    @circuit_breaker(name="method")
+    def get(self, path: str) -> int:
+        return len(path)
+
+
+async def main() -> None:
+    metrics: BreakerMetrics = bare.circuit_breaker().get_metrics()
+    reveal_type(fetch.circuit_breaker().get_metrics())
+    reveal_type(bare(2, label="a"))
+    reveal_type(await fetch("https://example.com"))
+    reveal_type(named(1.0, 2))
+    reveal_type(Client().get("/x"))
+    reveal_type(Client().get.circuit_breaker())
+    bare("2")  # error: arg-type
+    bare(2, label=3)  # error: arg-type
+    await fetch(b"https://example.com")  # error: arg-type
+    named(1.0)  # error: call-arg
+    Client().get(42)  # error: arg-type
+    print(metrics)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_decorated_functions_type_check_under_mypy_strict(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """mypy --strict keeps the wrapped signature, knows `.circuit_breaker()`, and flags bad calls."""
+    source = tmp_path / "uses_decorator.py"
+    source.write_text(TYPING_CHECK)
+    cache = request.config.cache.mkdir("mypy") if request.config.cache else tmp_path / "cache"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--python-version=3.10",
+            "--no-error-summary",
+            "--show-error-codes",
+            "--cache-dir",
+            str(cache),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    lines = TYPING_CHECK.splitlines()
+    expected_errors = {
+        (number, line.split("# error: ")[1])
+        for number, line in enumerate(lines, 1)
+        if "# error: " in line
+    }
+    errors: set[tuple[int, str]] = set()
+    revealed: list[str] = []
+    for out in done.stdout.splitlines():
+        match = re.match(r".*?:(\d+): (error|note): (.*?)(?:  \[([a-z-]+)\])?$", out)
+        assert match, out
+        number, kind, message, code = int(match[1]), match[2], match[3], match[4]
+        if kind == "error":
+            errors.add((number, code))
+        elif message.startswith("Revealed type is"):
+            revealed.append(message.removeprefix("Revealed type is ").strip('"').split(".")[-1])
+    assert errors == expected_errors, done.stdout + done.stderr
+    assert revealed == ["BreakerMetrics", "str", "bytes", "float", "int", "CircuitBreaker"]

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import respx
 
+import httpx_breaker.testing
 from httpx_breaker import (
     AsyncCircuitBreakerTransport,
     BreakerRegistry,
@@ -250,3 +251,25 @@ def test_helpers_work_under_pytest_asyncio() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+async def test_upstream_is_exported_for_real_server_tests() -> None:
+    """`httpx_breaker.testing.Upstream` serves real requests and shows none pass an open host."""
+    assert "Upstream" in httpx_breaker.testing.__all__
+    transport = AsyncCircuitBreakerTransport(default=CONFIG)
+    with httpx_breaker.testing.Upstream(mode="failing") as upstream:
+        async with httpx.AsyncClient(transport=transport) as client:
+            with breaker_testing(transport) as clock:
+                for _ in range(2):
+                    assert (await client.get(f"{upstream.url}/anything")).status_code == 503
+                assert upstream.request_count == 2
+                with pytest.raises(CircuitOpenError) as info:
+                    await client.get(f"{upstream.url}/anything")
+                assert upstream.request_count == 2  # refused before any I/O
+                upstream.mode = "healthy"
+                assert info.value.retry_after is not None
+                clock.advance(info.value.retry_after)
+                response = await client.get(f"{upstream.url}/anything")
+                assert response.status_code == 200
+                assert transport.registry[info.value.key].state is CircuitState.CLOSED
+        assert [path for _, _, path in upstream.requests] == ["/anything"] * 3
