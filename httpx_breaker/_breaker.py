@@ -160,7 +160,8 @@ class CircuitBreaker:
         self._n_success = self._n_failure = self._n_ignored = 0
         self._n_rejected = self._n_slow = 0
         self._time_sum = 0.0  # summed durations of successful and failed calls
-        self._transition_counts: dict[tuple[CircuitState, CircuitState], int] = {}
+        # Made on the first state change, like _state_changes: an idle breaker stays small.
+        self._transition_counts: dict[tuple[CircuitState, CircuitState], int] | None = None
         self._state_changes: deque[tuple[float, CircuitState, CircuitState]] | None = None
         self._listeners: tuple[Listener, ...] = ()
         self._deferred: list[int] = []
@@ -226,9 +227,8 @@ class CircuitBreaker:
         with self._lock:
             ok, failed, ignored = self._n_success, self._n_failure, self._n_ignored
             rejected, slow, total_time = self._n_rejected, self._n_slow, self._time_sum
-            transitions = tuple(
-                (old, new, n) for (old, new), n in self._transition_counts.items()
-            )
+            counts = self._transition_counts
+            transitions = tuple((old, new, n) for (old, new), n in counts.items()) if counts else ()
             changes = tuple(self._state_changes) if self._state_changes else ()
             window = self._window
             # The window only expires when an outcome is recorded; show it as of now.
@@ -661,8 +661,10 @@ class CircuitBreaker:
         if changes is None:
             changes = self._state_changes = deque(maxlen=STATE_CHANGES_KEPT)
         changes.append((now, old, new))
-        pair = (old, new)
-        self._transition_counts[pair] = self._transition_counts.get(pair, 0) + 1
+        counts = self._transition_counts
+        if counts is None:
+            counts = self._transition_counts = {}
+        counts[(old, new)] = counts.get((old, new), 0) + 1
         events.append(
             BreakerEvent(
                 "state_change",

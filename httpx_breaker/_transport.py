@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker
+from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
 from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier
 from ._config import CircuitBreakerConfig
 from ._deadline import run_with_deadline
@@ -149,21 +149,7 @@ class _Core:
                 extra={"circuit_breaker": breaker.name},
             )
             return IGNORED
-        if verdict is False:
-            return SUCCESS
-        if verdict is True:
-            return FAILURE
-        if verdict is not None:
-            # The type only: a value returned by mistake (the request, its URL) could
-            # carry credentials or a path into the log.
-            logger.error(
-                "classifier returned a %s, not True, False or None, for circuit breaker %r; "
-                "the outcome is ignored",
-                type(verdict).__name__,
-                breaker.name,
-                extra={"circuit_breaker": breaker.name},
-            )
-        return IGNORED
+        return outcome_of(verdict, breaker.name)
 
     def failed(
         self,
