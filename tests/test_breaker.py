@@ -218,6 +218,40 @@ def test_slow_call_rate_opens(clock: FakeClock) -> None:
     assert [e.cause for e in events if e.kind == "state_change"] == ["slow_call_rate"]
 
 
+def test_a_fast_success_can_complete_the_slow_rule_with_nobody_listening(
+    clock: FakeClock,
+) -> None:
+    """The fast success path (no listener) still checks the rules when the window holds
+    slow outcomes: a quick call that brings the window to `minimum_requests` opens it."""
+    breaker = make(
+        clock, slow_call_duration=2.0, slow_call_rate_threshold=0.75, window_size=10, minimum_requests=4
+    )
+    for _ in range(3):
+        breaker.call(taking(clock, 2.5))
+    assert breaker.state is CLOSED  # 3 outcomes: under minimum_requests
+    breaker.call(taking(clock, 0.1))  # a fast success: 3 slow of 4 = 0.75
+    assert breaker.state is OPEN
+
+
+def test_window_counts_stay_exact_when_fast_successes_push_out_slow_ones(
+    clock: FakeClock,
+) -> None:
+    """A full window of slow outcomes, then fast successes: every slow one leaves the
+    count as it is pushed out (the fast path must not overwrite a flagged slot blindly)."""
+    breaker = make(
+        clock, slow_call_duration=2.0, slow_call_rate_threshold=1.0, window_size=4, minimum_requests=4
+    )
+    breaker.call(taking(clock, 0.1))
+    for _ in range(3):
+        breaker.call(taking(clock, 2.5))
+    assert breaker.get_metrics().window_slow_requests == 3
+    for expected in (3, 2, 1, 0):  # the first pushes out the first, fast, call
+        breaker.call(taking(clock, 0.1))
+        assert breaker.get_metrics().window_slow_requests == expected
+    assert breaker.get_metrics().window_requests == 4
+    assert breaker.state is CLOSED
+
+
 def test_slow_rule_is_off_without_slow_call_duration(clock: FakeClock) -> None:
     """With no `slow_call_duration`, long calls never open the breaker."""
     breaker = make(clock, window_size=2)
