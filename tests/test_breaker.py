@@ -961,3 +961,24 @@ def test_a_round_of_slow_probes_reopens(clock: FakeClock) -> None:
     breaker.call(taking(clock, 1.0))
     breaker.call(taking(clock, 0.5))  # one fast probe of two: below a rate of 1.0
     assert breaker.state is CLOSED
+
+
+def test_a_late_success_from_before_opening_changes_nothing(clock: FakeClock) -> None:
+    """A success admitted while CLOSED but finished after the breaker opened is counted,
+    yet neither restarts the open period nor moves the state (it is from another epoch)."""
+    breaker = make(
+        clock, failure_threshold=100, failure_rate_threshold=0.5, window_size=4, reset_timeout=30.0
+    )
+    late = breaker._acquire()  # a call in flight, admitted while CLOSED
+    start = clock.now
+    succeed(breaker)
+    succeed(breaker)
+    fail(breaker)
+    fail(breaker)
+    assert breaker.state is OPEN
+    clock.advance(10.0)
+    breaker._record_success(late, start, clock.now)
+    m = breaker.get_metrics()
+    assert m.successful_requests == 3
+    assert len(m.state_changes) == 1
+    assert breaker.retry_after == pytest.approx(20.0)  # the open period did not restart
