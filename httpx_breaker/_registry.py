@@ -57,9 +57,15 @@ def default_key(request: httpx.Request) -> str:
 def _canonical_ipv6(address: str) -> str:
     """One spelling per IPv6 address (httpx keeps ``[2001:DB8:0::1]`` as written)."""
     try:
-        return ipaddress.IPv6Address(address).compressed
+        ip = ipaddress.IPv6Address(address)
     except ValueError:
         return address.lower()
+    mapped = ip.ipv4_mapped
+    if mapped is not None:
+        # Spelled as RFC 5952 recommends, on every Python (3.13 changed `compressed`
+        # for these from "::ffff:7f00:1" to "::ffff:127.0.0.1").
+        return f"::ffff:{mapped}"
+    return ip.compressed
 
 
 # Characters no pattern holds: whitespace, or userinfo given by mistake.

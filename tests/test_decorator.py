@@ -225,7 +225,9 @@ def test_decorated_functions_type_check_under_mypy_strict(
     """mypy --strict keeps the wrapped signature, knows `.circuit_breaker()`, and flags bad calls."""
     source = tmp_path / "uses_decorator.py"
     source.write_text(TYPING_CHECK)
-    cache = request.config.cache.mkdir("mypy") if request.config.cache else tmp_path / "cache"
+    # pytest -p no:cacheprovider leaves no config.cache: fall back to a fresh folder.
+    config_cache = getattr(request.config, "cache", None)
+    cache = config_cache.mkdir("mypy") if config_cache else tmp_path / "cache"
     done = subprocess.run(
         [
             sys.executable,
