@@ -485,10 +485,42 @@ class CircuitBreaker:
         duration = end - start
         if now is None:
             now = end
-        slow_after = self._config.slow_call_duration
+        config = self._config
+        slow_after = config.slow_call_duration
         slow = slow_after is not None and outcome != IGNORED and duration >= slow_after
+        events: list[BreakerEvent] = []
         with self._lock:
-            events = self._record_any(token, outcome, slow, duration, now, retry_after)
+            if self._deferred:
+                self._drain_deferred()
+            if outcome == SUCCESS:
+                self._n_success += 1
+            elif outcome == FAILURE:
+                self._n_failure += 1
+            else:
+                self._n_ignored += 1
+            if outcome != IGNORED:
+                self._time_sum += duration
+                if slow:
+                    self._n_slow += 1
+            state = self._state
+            if token == self._epoch and self._forced is None:
+                if state is _CLOSED:
+                    if outcome != IGNORED:
+                        self._record_closed(outcome, slow, now, events)
+                elif state is _HALF_OPEN:
+                    self._record_probe(outcome, slow, now, events)
+            if (
+                retry_after is not None
+                and outcome == FAILURE
+                and config.respect_retry_after
+                and self._state is _OPEN
+                and self._forced is None
+            ):
+                floor = now + min(max(retry_after, 0.0), config.max_retry_after)
+                self._open_until = max(self._open_until, floor)
+            if self._listeners:
+                kind = ("success", "failure", "ignored")[outcome]
+                events.insert(0, BreakerEvent(kind, self._name, state, now, duration=duration))
         if events:
             self._emit(events)
 
@@ -535,51 +567,6 @@ class CircuitBreaker:
             self._fast_epoch = self._epoch
         else:
             self._fast_epoch = -2
-
-    def _record_any(
-        self,
-        token: int,
-        outcome: int,
-        slow: bool,
-        duration: float,
-        now: float,
-        retry_after: float | None,
-    ) -> list[BreakerEvent]:
-        """`_record` for every case but the hot one; the caller holds the lock."""
-        events: list[BreakerEvent] = []
-        if self._deferred:
-            self._drain_deferred()
-        if outcome == SUCCESS:
-            self._n_success += 1
-        elif outcome == FAILURE:
-            self._n_failure += 1
-        else:
-            self._n_ignored += 1
-        if outcome != IGNORED:
-            self._time_sum += duration
-            if slow:
-                self._n_slow += 1
-        state = self._state
-        if token == self._epoch and self._forced is None:
-            if state is _CLOSED:
-                if outcome != IGNORED:
-                    self._record_closed(outcome, slow, now, events)
-            elif state is _HALF_OPEN:
-                self._record_probe(outcome, slow, now, events)
-        config = self._config
-        if (
-            retry_after is not None
-            and outcome == FAILURE
-            and config.respect_retry_after
-            and self._state is _OPEN
-            and self._forced is None
-        ):
-            floor = now + min(max(retry_after, 0.0), config.max_retry_after)
-            self._open_until = max(self._open_until, floor)
-        if self._listeners:
-            kind = ("success", "failure", "ignored")[outcome]
-            events.insert(0, BreakerEvent(kind, self._name, state, now, duration=duration))
-        return events
 
     def _record_closed(
         self, outcome: int, slow: bool, now: float, events: list[BreakerEvent]
