@@ -290,6 +290,7 @@ class _SyncTrackedStream(_Tracked, httpx.SyncByteStream):
 
 
 def _annotate(response: httpx.Response, breaker: CircuitBreaker, state: object) -> None:
+    """Tell the caller which breaker handled the response, and its state at admission."""
     response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
 
 
@@ -396,7 +397,7 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
             response.stream = _AsyncTrackedStream(
                 response.stream, core, breaker, token, request, response, start, clock()
             )
-        response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
+        _annotate(response, breaker, state)
         return response
 
     async def aclose(self) -> None:
@@ -487,10 +488,8 @@ class CircuitBreakerTransport(httpx.BaseTransport):
             # Already read: see the async twin.
             _finish(core, breaker, token, request, response, overrun, start, end)
         else:
-            stream = response.stream
-            assert isinstance(stream, httpx.SyncByteStream)
             tracked = _SyncTrackedStream(
-                stream, core, breaker, token, request, response, start, end
+                response.stream, core, breaker, token, request, response, start, end
             )
             tracked._error = overrun
             response.stream = tracked
