@@ -46,7 +46,7 @@ def run_page(page: Path) -> dict[str, object]:
                     block, f"{name} block {number}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
                 )
                 if code.co_flags & inspect.CO_COROUTINE:
-                    loop.run_until_complete(eval(code, namespace))  # noqa: S307
+                    loop.run_until_complete(eval(code, namespace))
                 else:
                     exec(code, namespace)  # noqa: S102
     finally:
