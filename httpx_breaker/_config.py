@@ -6,7 +6,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["CircuitBreakerConfig", "ConfigTypeError"]
 
@@ -92,8 +92,9 @@ class CircuitBreakerConfig:
     failure_rate_threshold: float
     """Failure share of the window that opens the breaker, in (0, 1]; compared with >=."""
     timeout: float | None
-    """Deadline on one call, in seconds; `None` for none. In transports it bounds the
-    time to response headers."""
+    """Deadline on one call, in seconds; `None` (the default) for none. In `call_async`
+    it bounds the whole call; in the transports, the time from getting a connection to
+    the response headers (never the body). httpx's own timeouts apply either way."""
     reset_timeout: float
     """Seconds the breaker stays OPEN before it lets probes through (>= 0)."""
     half_open_max_requests: int
@@ -123,13 +124,18 @@ class CircuitBreakerConfig:
     """Longest open period a `Retry-After` header can ask for, in seconds (>= 0)."""
     dry_run: bool
     """Track states, metrics and events as usual but never reject a call."""
+    outcome_at: Literal["close", "headers"]
+    """When a transport records a response's outcome: ``"close"`` (when its body is
+    closed, so an error while it streams counts) or ``"headers"`` (as soon as the
+    headers arrive, so a long stream used as a half-open probe does not hold the probe
+    slot for its whole life; a later body error is not counted)."""
 
     def __init__(
         self,
         *,
         failure_threshold: int = 5,
         failure_rate_threshold: float = 0.5,
-        timeout: Duration | None = 10.0,
+        timeout: Duration | None = None,
         reset_timeout: Duration = 60.0,
         half_open_max_requests: int = 3,
         window_size: int = 10,
@@ -144,6 +150,7 @@ class CircuitBreakerConfig:
         respect_retry_after: bool = True,
         max_retry_after: Duration = 300.0,
         dry_run: bool = False,
+        outcome_at: Literal["close", "headers"] = "close",
     ) -> None:
         values: dict[str, Any] = {}
 
@@ -238,6 +245,12 @@ class CircuitBreakerConfig:
         values["max_retry_after"] = mra
 
         values["dry_run"] = _bool("dry_run", dry_run)
+
+        if not isinstance(outcome_at, str):
+            raise ConfigTypeError(f'outcome_at must be "close" or "headers", got {outcome_at!r}')
+        if outcome_at not in ("close", "headers"):
+            raise ValueError(f'outcome_at must be "close" or "headers", got {outcome_at!r}')
+        values["outcome_at"] = outcome_at
 
         for name, value in values.items():
             object.__setattr__(self, name, value)

@@ -14,7 +14,7 @@ from httpx_breaker._config import ConfigTypeError
 DEFAULTS: dict[str, Any] = {
     "failure_threshold": 5,
     "failure_rate_threshold": 0.5,
-    "timeout": 10.0,
+    "timeout": None,
     "reset_timeout": 60.0,
     "half_open_max_requests": 3,
     "window_size": 10,
@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "respect_retry_after": True,
     "max_retry_after": 300.0,
     "dry_run": False,
+    "outcome_at": "close",
 }
 
 
@@ -161,6 +162,7 @@ def test_boundary_values_are_accepted() -> None:
         ("jitter", -0.01, "[0, 1]"),
         ("jitter", 1.5, "[0, 1]"),
         ("max_retry_after", -1, ">= 0"),
+        ("outcome_at", "body", '"close" or "headers"'),
     ],
 )
 def test_invalid_value_names_field_range_and_value(
@@ -197,6 +199,7 @@ def test_invalid_value_names_field_range_and_value(
         ("respect_retry_after", 1),
         ("max_retry_after", [1]),
         ("dry_run", "yes"),
+        ("outcome_at", None),
         ("exclude_exceptions", "ValueError"),
         ("exclude_exceptions", 42),
         ("exclude_exceptions", (ValueError, "oops")),
