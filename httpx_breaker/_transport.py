@@ -688,7 +688,9 @@ class CircuitBreakerTransport(httpx.BaseTransport):
         self._transport.close()
 
 
+_monotonic = time.monotonic
 _PHASES = ("connect", "read", "write")
+_NOT_CAPPED = ("response_body.started", "response_closed.started")
 
 
 class _SyncDeadline:
@@ -737,10 +739,10 @@ class _SyncDeadline:
     def _trace(self, event: str, info: dict[str, Any]) -> None:
         # The steps up to the response headers; never the body, nor the clean-up after
         # an error (raising there would hide that error).
-        if event.endswith(".started") and "response_" not in event:
+        if event.endswith(".started") and not event.endswith(_NOT_CAPPED):
             # Socket timeouts are real seconds, so the deadline runs on the real clock;
             # the breaker's own (injectable) clock times the call for the record.
-            now = time.monotonic()
+            now = _monotonic()
             if self.started is None:
                 self.started = self._clock()
                 self._t0 = now

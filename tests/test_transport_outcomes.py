@@ -12,6 +12,7 @@ import gc
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
@@ -28,12 +29,16 @@ from httpx_breaker import (
     CircuitOpenError,
     CircuitState,
     CircuitTimeoutError,
+    _deadline,
+    _transport,
 )
-from httpx_breaker import _deadline
 from httpx_breaker._upstream import Upstream
 from httpx_breaker.testing import set_state
 
 from .conftest import FakeClock
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 pytestmark = pytest.mark.anyio
 
@@ -84,23 +89,25 @@ async def test_async_probe_read_partly_closes_the_breaker(how: str, clock: FakeC
     """A half-open probe whose reader walks away early is judged on its status (200: close)."""
     transport = AsyncCircuitBreakerTransport(async_inner(), registry=registry(clock))
     breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
-    async with httpx.AsyncClient(transport=transport) as client:
-        async with client.stream("GET", URL) as response:
-            if how == "break":
-                async for line in response.aiter_lines():
-                    if line == "line 3":
-                        break
-            elif how == "finalised_first":
-                lines = response.aiter_lines()
-                assert await lines.__anext__() == "line 0"
-                # The abandoned generators are finalised by the event loop before the
-                # response is closed: GeneratorExit reaches the breaker's stream first.
-                await lines.aclose()  # type: ignore[attr-defined]
-                del lines
-                gc.collect()
-                for _ in range(10):
-                    await anyio.lowlevel.checkpoint()
-            # "close_unread": leave the block without reading anything.
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("GET", URL) as response,
+    ):
+        if how == "break":
+            async for line in response.aiter_lines():
+                if line == "line 3":
+                    break
+        elif how == "finalised_first":
+            lines = response.aiter_lines()
+            assert await lines.__anext__() == "line 0"
+            # The abandoned generators are finalised by the event loop before the
+            # response is closed: GeneratorExit reaches the breaker's stream first.
+            await lines.aclose()  # type: ignore[attr-defined]
+            del lines
+            gc.collect()
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+        # "close_unread": leave the block without reading anything.
     assert breaker.state is CircuitState.CLOSED
     metrics = breaker.get_metrics()
     assert (metrics.successful_requests, metrics.ignored_requests) == (1, 0)
@@ -110,12 +117,11 @@ def test_sync_probe_read_partly_closes_the_breaker(clock: FakeClock) -> None:
     """Breaking out of iter_lines() closes the generators with GeneratorExit: not an error."""
     transport = CircuitBreakerTransport(sync_inner(), registry=registry(clock))
     breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
-    with httpx.Client(transport=transport) as client:
-        with client.stream("GET", URL) as response:
-            for line in response.iter_lines():
-                if line == "line 3":
-                    break
-            gc.collect()  # whatever finalisation CPython would do later, done now
+    with httpx.Client(transport=transport) as client, client.stream("GET", URL) as response:
+        for line in response.iter_lines():
+            if line == "line 3":
+                break
+        gc.collect()  # whatever finalisation CPython would do later, done now
     assert breaker.state is CircuitState.CLOSED
     # And with send(stream=True) and an explicit close, after iter_bytes.
     set_state(transport, KEY, CircuitState.HALF_OPEN)
@@ -131,10 +137,12 @@ def test_sync_probe_read_partly_closes_the_breaker(clock: FakeClock) -> None:
 async def test_async_partly_read_503_is_a_failure(clock: FakeClock) -> None:
     """A 503 whose reader stops early still counts as a failure: the status decides."""
     transport = AsyncCircuitBreakerTransport(async_inner(503), registry=registry(clock))
-    async with httpx.AsyncClient(transport=transport) as client:
-        async with client.stream("GET", URL) as response:
-            async for _line in response.aiter_lines():
-                break
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("GET", URL) as response,
+    ):
+        async for _line in response.aiter_lines():
+            break
     breaker = transport.registry[KEY]
     assert breaker.state is CircuitState.OPEN
     assert breaker.get_metrics().failed_requests == 1
@@ -231,11 +239,13 @@ async def test_outcome_at_headers_frees_the_probe_slot_while_the_stream_runs(
         async_inner(), registry=registry(clock, outcome_at="headers")
     )
     breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
-    async with httpx.AsyncClient(transport=transport) as client:
-        async with client.stream("GET", URL) as stream:
-            assert breaker.state is CircuitState.CLOSED
-            assert (await client.get(URL)).status_code == 200
-            await stream.aread()
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("GET", URL) as stream,
+    ):
+        assert breaker.state is CircuitState.CLOSED
+        assert (await client.get(URL)).status_code == 200
+        await stream.aread()
     metrics = breaker.get_metrics()
     assert (metrics.successful_requests, metrics.total_requests) == (2, 2)
 
@@ -294,7 +304,7 @@ class Lifecycle(httpx.MockTransport):
         super().__init__(lambda request: httpx.Response(204))
         self.calls: list[str] = []
 
-    def __enter__(self) -> Lifecycle:
+    def __enter__(self) -> Self:
         self.calls.append("enter")
         return self
 
@@ -306,7 +316,7 @@ class Lifecycle(httpx.MockTransport):
     ) -> None:
         self.calls.append(f"exit:{exc_type.__name__ if exc_type else None}")
 
-    async def __aenter__(self) -> Lifecycle:
+    async def __aenter__(self) -> Self:
         self.calls.append("aenter")
         return self
 
@@ -350,9 +360,18 @@ async def test_respx_assert_all_called_still_asserts_through_the_wrapper() -> No
     with pytest.raises(AssertionError, match="not called"):
         async with httpx.AsyncClient(transport=AsyncCircuitBreakerTransport(inner)) as client:
             await client.get(URL)
-    with pytest.raises(AssertionError, match="not called"):
-        with httpx.Client(transport=CircuitBreakerTransport(inner)) as sync_client:
-            sync_client.get(URL)
+
+def test_respx_assert_all_called_still_asserts_through_the_sync_wrapper() -> None:
+    router = respx.Router(assert_all_called=True)
+    router.get(URL).respond(200)
+    router.get("https://api.example.com/never").respond(200)
+    with pytest.warns(DeprecationWarning, match="MockTransport is deprecated"):
+        inner = MockTransport(router=router)
+    with (
+        pytest.raises(AssertionError, match="not called"),
+        httpx.Client(transport=CircuitBreakerTransport(inner)) as client,
+    ):
+        client.get(URL)
 
 
 # -- deadlines -----------------------------------------------------------------------------
@@ -375,6 +394,34 @@ def test_sync_headers_past_the_deadline_raise_circuit_timeout(upstream: Upstream
         assert ok.request.extensions["timeout"] == httpx.Timeout(30.0).as_dict()
     metrics = transport.registry[f"127.0.0.1:{upstream.port}"].get_metrics()
     assert (metrics.failed_requests, metrics.successful_requests) == (1, 1)
+
+
+def test_sync_deadline_lowers_each_step_to_what_is_left(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step up to the headers gets what is left of the deadline as its timeout,
+    counted from the first step (a connection is assigned); the body gets the caller's."""
+    ticks = iter(range(100))
+    monkeypatch.setattr(_transport, "_monotonic", lambda: float(next(ticks)))  # 1 s a read
+    seen: dict[str, object] = {}
+
+    def trace(name: str, info: dict[str, object]) -> None:
+        seen[name] = dict(request.extensions["timeout"])
+
+    transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=10.0))
+    with httpx.Client(transport=transport, timeout=httpx.Timeout(30.0, pool=4.0)) as client:
+        request = client.build_request("GET", f"{upstream.url}/ok", extensions={"trace": trace})
+        response = client.send(request)
+    caller = httpx.Timeout(30.0, pool=4.0).as_dict()
+    left = {"connect": 10.0, "read": 10.0, "write": 10.0, "pool": 4.0}
+    assert seen["connection.connect_tcp.started"] == left
+    assert seen["http11.send_request_headers.started"] == {**left, "connect": 9.0, "read": 9.0, "write": 9.0}
+    assert seen["http11.receive_response_headers.started"] == {
+        "connect": 7.0, "read": 7.0, "write": 7.0, "pool": 4.0
+    }
+    assert seen["http11.receive_response_body.started"] == caller
+    assert response.request.extensions["timeout"] == caller
+    assert response.status_code == 200
 
 
 def test_sync_deadline_hands_back_the_callers_trace(upstream: Upstream) -> None:
