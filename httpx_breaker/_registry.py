@@ -1,14 +1,12 @@
 """BreakerRegistry: one breaker per key, per-host policies, a size cap; and keys.
 
-Keys: the URL host, plus ``:port`` when the port is not the scheme's default, IPv6
-in brackets; never userinfo, path or query. Policies: an exact key, then the bare
+Keys and patterns are spelled by `_keys` (one spelling per host). Policies: an exact key, then the bare
 host, then the longest ``*.suffix`` wildcard (subdomains only), then the default;
 case-insensitive.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import threading
 from collections import OrderedDict
@@ -16,10 +14,10 @@ from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-import httpx
-
 from ._breaker import CircuitBreaker, _live_breakers
-from ._config import CircuitBreakerConfig, ConfigTypeError
+from ._config import CircuitBreakerConfig
+from ._dashboard import build_dashboard
+from ._keys import bare_host, default_key, normalize_pattern
 from ._state import CircuitState
 
 # How many breakers one eviction looks at, at most: bounded work under the lock.
@@ -35,122 +33,6 @@ def get_all_circuit_breakers() -> dict[str, CircuitBreaker]:
     clash the most recently created breaker wins.
     """
     return _live_breakers()
-
-
-def default_key(request: httpx.Request) -> str:
-    """The breaker key of a request: host, plus ``:port`` when it is not the default.
-
-    The host is lower-case ASCII (an internationalised name in its punycode form,
-    ``xn--bcher-kva.example``); an IPv6 address is bracketed and compressed
-    (``[::1]:8080``). Userinfo, path, query and fragment are never part of the key.
-    """
-    url = request.url
-    # raw_host is the one spelling of a host: lower case, IDNA as punycode. (`url.host`
-    # decodes punycode only when it starts the host, so it has two spellings.)
-    host = url.raw_host.decode("ascii")
-    if ":" in host:
-        host = f"[{_canonical_ipv6(host)}]"
-    port = url.port
-    return host if port is None else f"{host}:{port}"
-
-
-def _canonical_ipv6(address: str) -> str:
-    """One spelling per IPv6 address (httpx keeps ``[2001:DB8:0::1]`` as written)."""
-    try:
-        ip = ipaddress.IPv6Address(address)
-    except ValueError:
-        return address.lower()
-    mapped = ip.ipv4_mapped
-    if mapped is not None:
-        # Spelled as RFC 5952 recommends, on every Python (3.13 changed `compressed`
-        # for these from "::ffff:7f00:1" to "::ffff:127.0.0.1").
-        return f"::ffff:{mapped}"
-    return ip.compressed
-
-
-# Characters no pattern holds: whitespace, or userinfo given by mistake.
-_NEVER_IN_PATTERN = frozenset(" \t\r\n@")
-# Characters a host[:port] never holds; a pattern with one is an opaque custom key.
-_NOT_IN_HOST = frozenset("/\\?#%")
-
-
-def normalize_pattern(pattern: str) -> str:
-    """The canonical form of a policy pattern, as keys are spelled; ValueError if invalid.
-
-    A pattern is a host (``"api.example.com"``, ``"[::1]"``), a host with a port
-    (``"api.example.com:8443"``) or a wildcard for subdomains (``"*.example.com"``).
-    Hosts are lower-cased, internationalised names take their ASCII (punycode) form
-    as keys do, IPv6 addresses are bracketed and compressed. Anything
-    else that is not a host (a key of a custom `key` function such as ``"svc:payments"``
-    or ``"api.example.com/v2"``) is matched as an exact key, case-insensitively.
-    """
-    if not isinstance(pattern, str):
-        raise ConfigTypeError(f"a policy pattern must be a str, got {pattern!r}")
-    what = (
-        f"policy pattern {pattern!r} is not valid: use a host such as 'api.example.com', "
-        "a host and port such as 'api.example.com:8443', or a wildcard such as "
-        "'*.example.com'"
-    )
-    wildcard = pattern.startswith("*.")
-    rest = pattern[2:] if wildcard else pattern
-    if not rest or "*" in rest or "://" in rest or not _NEVER_IN_PATTERN.isdisjoint(rest):
-        raise ValueError(what)
-    if not _NOT_IN_HOST.isdisjoint(rest):
-        if wildcard:
-            raise ValueError(what)
-        return rest.lower()
-    port = ""
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end == -1:
-            raise ValueError(what)
-        host, tail = rest[1:end], rest[end + 1 :]
-        if tail:
-            if not tail.startswith(":"):
-                raise ValueError(what)
-            port = tail[1:]
-        ipv6 = True
-    elif rest.count(":") > 1:
-        host, ipv6 = rest, True
-    else:
-        host, sep, port = rest.partition(":")
-        ipv6 = False
-        if sep and not (port.isascii() and port.isdigit()):
-            if wildcard or not port:
-                raise ValueError(what)
-            return rest.lower()  # "svc:payments": a custom key, not host:port
-    if port:
-        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"{what} (bad port {port!r})")
-        if wildcard:
-            raise ValueError(f"{what} (a wildcard matches hosts on any port; drop the port)")
-    if ipv6:
-        if wildcard:
-            raise ValueError(what)
-        try:
-            host = f"[{ipaddress.IPv6Address(host).compressed}]"
-        except ValueError:
-            raise ValueError(f"{what} ({host!r} is not an IPv6 address)") from None
-    else:
-        if "" in host.split(".") or "[" in host or "]" in host:
-            raise ValueError(what)
-        try:
-            host = httpx.URL(f"http://{host}/").raw_host.decode("ascii")
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ValueError(f"{what} ({exc})") from None
-    normalized = f"{host}:{port}" if port else host
-    return f"*.{normalized}" if wildcard else normalized
-
-
-def _bare_host(key: str) -> str:
-    """`key` without its ``:port`` (brackets of an IPv6 literal kept)."""
-    if key.startswith("["):
-        end = key.find("]")
-        return key[: end + 1] if end != -1 else key
-    head, sep, tail = key.rpartition(":")
-    if sep and tail.isdigit():
-        return head
-    return key
 
 
 def _check_policies(
@@ -169,8 +51,8 @@ def _check_policies(
         normalized = normalize_pattern(pattern)
         if normalized in checked:
             raise ValueError(
-                f"policies has {pattern!r} twice (patterns are case-insensitive; "
-                f"both are {normalized!r})"
+                f"policies has {pattern!r} twice (patterns are case-insensitive and a "
+                f"trailing dot is dropped; both are {normalized!r})"
             )
         checked[normalized] = config
     return checked
@@ -238,10 +120,15 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         if not policies:
             return self._default
         k = key.lower()
+        host = bare_host(k)
+        if host.endswith(".") and len(host) > 1:
+            # A key made by hand with the root dot: match it as the default key
+            # rules would have spelled it.
+            k = host[:-1] + k[len(host) :]
+            host = host[:-1]
         config = policies.get(k)
         if config is not None:
             return config
-        host = _bare_host(k)
         config = policies.get(host)
         if config is not None:
             return config
@@ -331,9 +218,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     def snapshot(self) -> dict[str, Any]:
         """Dashboard data for this registry's breakers (see `httpx_breaker.monitoring`)."""
-        from .monitoring import dashboard  # monitoring reads breakers; import on demand
-
-        return dashboard(list(self._breakers.values()))
+        return build_dashboard(list(self._breakers.values()))
 
     def __repr__(self) -> str:
         return f"<BreakerRegistry {len(self)} breakers, max_size={self._max_size}>"

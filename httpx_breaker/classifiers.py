@@ -5,7 +5,7 @@ True = failure, False = success, None = ignore.
 """
 
 from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier, make_classifier
-from ._registry import default_key
+from ._keys import default_key
 from ._transport import parse_retry_after
 
 __all__ = [
