@@ -159,7 +159,7 @@ _host = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     urls=st.lists(
         st.tuples(
