@@ -12,7 +12,7 @@ from ._classify import (
     from_cache,
     make_classifier,
 )
-from ._registry import default_key
+from ._keys import default_key
 from ._transport import parse_retry_after
 
 __all__ = [
