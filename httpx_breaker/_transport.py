@@ -28,7 +28,8 @@ from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier,
 from ._config import CircuitBreakerConfig
 from ._deadline import Deadline
 from ._errors import CircuitOpenError, CircuitTimeoutError
-from ._registry import BreakerRegistry, default_key
+from ._keys import default_key
+from ._registry import BreakerRegistry
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -76,7 +77,7 @@ def _traces(transport: object) -> bool:
 class _Core:
     """What both transports do around the wrapped transport, with no I/O of its own."""
 
-    __slots__ = ("classifier", "closed", "key", "registry", "traces")
+    __slots__ = ("by_url", "classifier", "closed", "key", "registry", "traces")
 
     def __init__(
         self,
@@ -105,6 +106,9 @@ class _Core:
         self.registry = registry
         self.classifier: Classifier = classifier or default_classifier
         self.key: Callable[[httpx.Request], str] = key or default_key
+        # With the default key function, the registry finds a request's breaker from its
+        # URL without building the key string.
+        self.by_url = key is None
         # Set once the transport (or its client) is closed: errors after that are ours.
         self.closed = False
         # Whether the wrapped transport reports, through httpcore's `trace` extension,
@@ -116,6 +120,8 @@ class _Core:
         """The request's breaker, or None when it bypasses the breaker (unless `bypass`
         is False: then the breaker it would use without bypassing)."""
         options = request.extensions.get(EXTENSION)
+        if options is None and self.by_url:
+            return self.registry._breaker_for_url(request.url)
         policy = key = None
         if options is not None:
             if not isinstance(options, Mapping):
