@@ -56,9 +56,10 @@ __all__ = [
 ]
 
 # TODO(bulkhead): when `RequestRejected` (the base of CircuitOpenError and
-# BulkheadFullError) lands in _errors.py, `find_rejection` should look for it instead;
-# `_decide` already treats a rejection that is not OPEN (a full bulkhead, like a full
-# half-open breaker) as "retry after the library's own backoff".
+# BulkheadFullError, "refused before any I/O") lands in _errors.py, `find_rejection`
+# should return it (look for `RequestRejected`, return type `RequestRejected | None`),
+# and `_decide` should treat a `BulkheadFullError` (no open period; slots free up
+# within a request) like a full half-open breaker: True, the library's own backoff.
 
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 """An exception class or a tuple of them, as ``except`` takes."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -69,6 +71,27 @@ def clock() -> FakeClock:
 def mock() -> Iterator[respx.MockRouter]:
     with respx.mock(assert_all_called=False) as router:
         yield router
+
+
+# The module ---------------------------------------------------------------------------
+
+
+def test_the_module_needs_neither_stamina_nor_tenacity() -> None:
+    """Importing it and building every helper imports neither library."""
+    code = (
+        "import sys\n"
+        "import httpx\n"
+        "from httpx_breaker import retries\n"
+        "retries.backoff_hook(on=httpx.TransportError, max_wait=1)\n"
+        "retries.retry_if_exception_or_rejection(on=httpx.TransportError, max_wait=1)\n"
+        "retries.wait_retry_after(fallback=lambda state: 1.0)\n"
+        "assert retries.__all__ == sorted(retries.__all__), retries.__all__\n"
+        "print(sorted(m for m in ('stamina', 'tenacity') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 # find_rejection ---------------------------------------------------------------------
