@@ -39,8 +39,8 @@ from httpx_breaker.events import BreakerEvent
 
 SERVICES = ("user", "order", "payment", "notification")
 
-# Short open periods so the example finishes quickly.
-# Long enough that a busy machine cannot end the open period between the two outages.
+# Short open periods so the example finishes quickly, yet long enough that a busy
+# machine cannot end one between the two outages.
 STANDARD = CircuitBreakerConfig(failure_threshold=3, reset_timeout=1.5, half_open_max_requests=1)
 CRITICAL = STANDARD.replace(failure_threshold=2)
 POLICIES = {
