@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 import httpx
 
 from ._config import ConfigTypeError
-from ._errors import CircuitOpenError
+from ._errors import RequestRejected
 
 __all__ = [
     "DEFAULT_FAILURE_STATUSES",
@@ -37,11 +37,11 @@ CALLER_ERRORS: tuple[type[BaseException], ...] = (
     httpx.LocalProtocolError,
 )
 
-# Errors that say nothing about the host: the caller's own, a nested breaker's refusal,
-# and waiting too long for a connection from the client's own pool (a saturated local
-# pool must never open a healthy host's breaker).
+# Errors that say nothing about the host: the caller's own, a nested breaker's or
+# bulkhead's refusal, and waiting too long for a connection from the client's own pool
+# (a saturated local pool must never open a healthy host's breaker).
 NOT_THE_HOSTS_FAULT: tuple[type[BaseException], ...] = (
-    CircuitOpenError,
+    RequestRejected,
     *CALLER_ERRORS,
     httpx.PoolTimeout,
 )
@@ -77,7 +77,8 @@ def default_classifier(
 
     Transport errors and timeouts are failures, except those that say nothing about
     the host, which are ignored: caller-side errors (`UnsupportedProtocol`,
-    `LocalProtocolError`), a nested breaker's `CircuitOpenError`, and `PoolTimeout`
+    `LocalProtocolError`), a nested breaker's refusal (`RequestRejected`: its
+    `CircuitOpenError` or `BulkheadFullError`), and `PoolTimeout`
     (waiting for the client's own pool). Any other exception is ignored too (it is
     not the host's fault). A response a cache below the breaker served is ignored (see
     `from_cache`). Statuses 429, 500, 502, 503 and 504 are failures; every other

@@ -9,6 +9,7 @@ import pytest
 
 from httpx_breaker import (
     AsyncCircuitBreakerTransport,
+    BulkheadFullError,
     CircuitBreakerConfig,
     CircuitBreakerTransport,
     CircuitOpenError,
@@ -57,6 +58,7 @@ def test_default_transport_errors_and_timeouts_fail(exc: Exception) -> None:
         httpx.UnsupportedProtocol("ftp://"),
         httpx.LocalProtocolError("bad header"),
         CircuitOpenError("inner.example.com", CircuitState.OPEN, 3.0),
+        BulkheadFullError("inner.example.com", 4),
         httpx.PoolTimeout("waited for the client's own pool"),
         ValueError("not the host's fault"),
     ],
