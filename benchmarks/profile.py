@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 
+import httpx_breaker._registry as registry_module
 import httpx_breaker._transport as transport_module
 from httpx_breaker import AsyncCircuitBreakerTransport, CircuitBreaker
 
@@ -40,9 +41,9 @@ from .variants import WITH_DEADLINE, _pause_asyncio, a_requests, a_requests_read
 
 # Where each internal piece may live, in the order tried: (holder, attribute name).
 # Holders: "registry" (BreakerRegistry), "core" (the transport's `_core`), "transport",
-# "breaker", "module" (httpx_breaker._transport).
+# "breaker", "module" (httpx_breaker._transport), "registry_module" (httpx_breaker._registry).
 CANDIDATES: dict[str, list[tuple[str, str]]] = {
-    "key": [("core", "key"), ("registry", "_key"), ("module", "default_key")],
+    "key": [("core", "key"), ("module", "default_key"), ("registry_module", "default_key")],
     "lookup": [("registry", "breaker_for")],
     "url_cache": [
         ("registry", "_breaker_for_url"),
@@ -65,9 +66,8 @@ def _find(holders: dict[str, Any], piece: str) -> list[tuple[str, Callable[..., 
         obj = holders.get(holder)
         fn = getattr(obj, name, None) if obj is not None else None
         if callable(fn):
-            found.append(
-                (f"{type(obj).__name__ if holder != 'module' else '_transport'}.{name}", fn)
-            )
+            owner = obj.__name__.rsplit(".", 1)[-1] if "module" in holder else type(obj).__name__
+            found.append((f"{owner}.{name}", fn))
     return found
 
 
@@ -180,6 +180,7 @@ def internal_pieces(
         "transport": ours,
         "breaker": breaker,
         "module": transport_module,
+        "registry_module": registry_module,
     }
     url = request.url
     info: dict[str, dict[str, str]] = {}

@@ -8,7 +8,7 @@ from typing import Any
 
 from . import behaviour
 from .harness import YIELD_EVERY
-from .targets import TARGETS, find
+from .targets import TARGETS, caveats, find
 
 # Report tables, in order: key -> title.
 TABLES = {
@@ -327,6 +327,7 @@ def readme_table(results: dict[str, Any]) -> str:
         return _added(results, key)
 
     trio_scope = a("trio_cancel_scope")
+    split = not caveats(results, "transport_deadline_traced")
     rows = [
         (
             "async transport, CLOSED, default config",
@@ -337,7 +338,11 @@ def readme_table(results: dict[str, Any]) -> str:
             "async transport, `timeout` set",
             (
                 f"{_us(a('transport_deadline'))}; {_us(a('transport_deadline_traced'))} with the "
-                "wait for a pooled connection kept outside the deadline"
+                + (
+                    "wait for a pooled connection kept outside the deadline"
+                    if split
+                    else "inner transport calling httpcore's trace hooks"
+                )
             ),
             "",
         ),

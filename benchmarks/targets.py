@@ -69,6 +69,46 @@ def skipped_reason(results: dict[str, Any], key: str) -> str | None:
     return None
 
 
+def _probe(results: dict[str, Any], backend: str, traces: bool) -> dict[str, Any] | None:
+    inner = "tracing like httpcore" if traces else "does not trace"
+    for p in results.get("behaviour", []):
+        if p["backend"] == backend and p["inner"] == inner:
+            return p
+    return None
+
+
+def caveats(results: dict[str, Any], key: str) -> list[str]:
+    """What the behaviour probes say against taking `key`'s figure at its word."""
+    out = []
+    deadline_rows = {
+        "transport_deadline": ("asyncio", False),
+        "transport_deadline_traced": ("asyncio", True),
+        "trace_part": ("asyncio", True),
+        "trio_transport_deadline": ("trio", False),
+        "trio_deadline_over_scope": ("trio", False),
+    }
+    if key in deadline_rows:
+        probe = _probe(results, *deadline_rows[key])
+        if probe is not None and probe["fires"] != "yes":
+            out.append(f"the deadline did not fire in the probe ({probe['fires']})")
+        split = key in ("transport_deadline_traced", "trace_part")
+        if probe is not None and split and probe["pool_wait"] != "outside":
+            out.append(
+                f"the pooled-connection wait is {probe['pool_wait']} the deadline: "
+                "not yet the split this row is for"
+            )
+    if key == "bulkhead_part":
+        probe = results.get("bulkhead_probe")
+        if probe is not None and not (
+            probe["refused"].startswith("yes") and probe["freed"] == "yes"
+        ):
+            out.append(
+                f"the limit did not hold in the probe (refused: {probe['refused']}, "
+                f"freed: {probe['freed']})"
+            )
+    return out
+
+
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One entry per target: label, figure (median, min, max, IQR), target, verdict."""
     out = []
@@ -94,5 +134,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 entry["verdict"] = "met" if row["added_median"] <= target.ns else "MISSED"
             if row.get("problems"):
                 entry["verdict"] += " (CHECK FAILED)"
+            for caveat in caveats(results, target.key):
+                entry["verdict"] += f"; {caveat}"
         out.append(entry)
     return out
