@@ -382,6 +382,58 @@ class CircuitBreaker:
             self._record(token, self._classify(result, None), start, end)
         return result
 
+    def _call_or_defer(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """`call`, except that an awaitable result is judged when it is awaited.
+
+        For `@circuit_breaker` on a plain function that returns an awaitable: the
+        permit is taken before `fn` runs (a refused call never runs it), and the outcome
+        is that of the await, which the returned coroutine performs. A coroutine that is
+        never awaited returns its permit when it is garbage-collected (ignored).
+        """
+        token = self._acquire()
+        clock = self._clock
+        start = clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            end = clock()
+            outcome = self._classify(None, exc)
+            if outcome != IGNORED and self._overran(start, end):
+                outcome = FAILURE
+            self._record(token, outcome, start, end)
+            raise
+        if isinstance(result, Awaitable):
+            return self._await_deferred(_Permit(self, token), start, result)
+        end = clock()
+        if self._overran(start, end):
+            self._record(token, FAILURE, start, end)
+        elif self._classifier is None:
+            self._record_success(token, start, end)
+        else:
+            self._record(token, self._classify(result, None), start, end)
+        return result
+
+    async def _await_deferred(self, permit: _Permit, start: float, awaitable: Awaitable[T]) -> T:
+        """Await what `_call_or_defer` got back, and record its outcome on the permit."""
+        token = permit.token
+        clock = self._clock
+        timeout = self._config.timeout
+        try:
+            if timeout is None:
+                result = await awaitable
+            else:
+                result = await run_with_deadline(awaitable, timeout, self._name)
+        except BaseException as exc:
+            permit.settled = True
+            self._record(token, self._classify(None, exc), start, clock())
+            raise
+        permit.settled = True
+        if self._classifier is None:
+            self._record_success(token, start, clock())
+        else:
+            self._record(token, self._classify(result, None), start, clock())
+        return result
+
     def _overran(self, start: float, end: float) -> bool:
         timeout = self._config.timeout
         return timeout is not None and end - start > timeout
@@ -713,6 +765,26 @@ class CircuitBreaker:
                         )
             for listener in listeners:
                 _call_listener(listener, event)
+
+
+class _Permit:
+    """A permit held by a coroutine that may never run: returned when it is collected.
+
+    A coroutine that is never started runs no `finally`; but dropping it drops its
+    arguments, so this object's `__del__` hands the permit back then (as ignored).
+    """
+
+    __slots__ = ("breaker", "settled", "token")
+
+    def __init__(self, breaker: CircuitBreaker, token: int) -> None:
+        self.breaker = breaker
+        self.token = token
+        self.settled = False
+
+    def __del__(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.breaker._release_abandoned(self.token)
 
 
 def _call_listener(listener: Listener, event: BreakerEvent) -> None:
