@@ -214,12 +214,22 @@ class CircuitBreaker:
 
     @property
     def retry_after(self) -> float | None:
-        """Seconds until a probe may pass: 0.0 unless OPEN; None while forced open."""
-        if self.state is not _OPEN:
+        """Seconds until a call may pass: what `CircuitOpenError.retry_after` would say.
+
+        0.0 when a call would pass now (CLOSED, or HALF_OPEN with a free probe slot);
+        the rest of the open period when OPEN; None when nobody can tell (forced open,
+        or HALF_OPEN with every probe slot taken: a slot frees when a probe ends).
+        """
+        state = self.state
+        if state is _CLOSED:
             return 0.0
-        if self._forced is _OPEN:
-            return None
-        return max(0.0, self._open_until - self._clock())
+        if state is _OPEN:
+            if self._forced is _OPEN:
+                return None
+            return max(0.0, self._open_until - self._clock())
+        if self._probes_in_flight + self._probes_succeeded < self._config.half_open_max_requests:
+            return 0.0
+        return None
 
     def get_metrics(self) -> BreakerMetrics:
         """An immutable snapshot of the counters, rates and recent state changes."""
@@ -687,10 +697,7 @@ class CircuitBreaker:
         if new is _OPEN and self._forced is _OPEN:
             self._open_until = math.inf  # until reset(); nobody can tell when
         elif new is _OPEN:
-            period = self._config.open_period(self._failed_rounds)
-            jitter = self._config.jitter
-            if jitter:
-                period += period * jitter * self._random()
+            period = self._open_period()
             self._open_until = now + period
             retry_after = period
         elif new is _CLOSED:
@@ -716,6 +723,28 @@ class CircuitBreaker:
                 retry_after=retry_after,
             )
         )
+
+    def _open_period(self) -> float:
+        """The next open period: the backoff's, plus jitter, never past the cap.
+
+        Jitter draws the period from ``[base, base * (1 + jitter)]``. When that range
+        would pass `max_reset_timeout`, it moves down to end at the cap (but starts no
+        lower than `reset_timeout`), so breakers held at the cap still spread out
+        instead of probing in lockstep, and none waits longer than the cap.
+        """
+        config = self._config
+        period = config.open_period(self._failed_rounds)
+        jitter = config.jitter
+        if not jitter:
+            return period
+        spread = period * jitter
+        cap = config.max_reset_timeout
+        if cap is None:
+            return period + spread * self._random()
+        if period + spread > cap:
+            period = max(cap - spread, config.reset_timeout)
+            spread = cap - period
+        return min(period + spread * self._random(), cap)
 
     # -- permits returned by the garbage collector ------------------------------
 

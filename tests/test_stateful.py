@@ -161,6 +161,8 @@ class BreakerVersusModel(RuleBasedStateMachine):
     def call(self, outcome: int, duration: float) -> None:
         """A whole call through `breaker.call`, lasting `duration` on the clock."""
         start = self.clock.now
+        # What the breaker says about waiting must match what a rejection says.
+        told = self.breaker.retry_after
         expected = self.model.admit(start)
         ran = False
 
@@ -180,6 +182,7 @@ class BreakerVersusModel(RuleBasedStateMachine):
             assert expected is None
             assert not ran
             assert exc.state is self.model.state
+            assert exc.retry_after == told
             if self.model.state is OPEN:
                 assert exc.retry_after == pytest.approx(self.model.open_until - start)
             return
@@ -187,6 +190,7 @@ class BreakerVersusModel(RuleBasedStateMachine):
             pass
         assert expected is not None
         assert ran
+        assert (told == 0.0) == (expected != DRY_RUN)  # a dry run lets refused calls by
         self.model.finish(expected, outcome, start, self.clock.now)
 
     @rule()
