@@ -71,6 +71,12 @@ class SlidingWindow:
         while self.count and times[self._head] < horizon:
             self._drop_oldest()
 
+    def shift(self, delta: float) -> None:
+        """Move every outcome's time by `delta` seconds (the breaker's clock changed)."""
+        times = self._times
+        for i in range(self._size):
+            times[i] += delta
+
     def clear(self) -> None:
         self._head = 0
         self.count = self.failures = self.slow = 0
