@@ -55,9 +55,10 @@ class BreakerMetrics:
     `window_duration / 6` seconds apart, taken by the first call (or read) after each
     boundary, so nothing is added per call; it keeps the last 8 such notes. The count
     at `now - window_duration` is interpolated between the two notes around it (exact
-    when no call fell between them), and ``throughput = (count now - count then) /
-    window_duration``. A breaker younger than `window_duration` divides its calls by
-    the whole `window_duration` too, so it starts low. `reset()` does not restart it."""
+    when no call fell between them; otherwise off by at most the calls of that one
+    bucket), and ``throughput = (count now - count then) / window_duration``. A
+    breaker younger than `window_duration` divides its calls by the whole
+    `window_duration` too, so it starts low. `reset()` does not restart it."""
     availability: float = 1.0
     """Share of the breaker's life, since it was made or last `reset()`, not spent OPEN.
 
