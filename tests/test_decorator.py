@@ -180,7 +180,9 @@ def test_get_all_returns_a_copy() -> None:
 TYPING_CHECK = """
 from __future__ import annotations
 
-from httpx_breaker import BreakerMetrics, CircuitBreakerConfig, circuit_breaker
+import httpx
+
+from httpx_breaker import BreakerMetrics, CircuitBreakerConfig, breaker_info, circuit_breaker
 
 
 @circuit_breaker
@@ -218,6 +220,11 @@ async def main() -> None:
     named(1.0)  # error: call-arg
     Client().get(42)  # error: arg-type
     print(metrics)
+    info = breaker_info(httpx.Response(200))
+    if info is not None:
+        reveal_type(info["state"])
+        reveal_type(info["breaker"].get_metrics().availability)
+        info["nope"]  # error: typeddict-item
 """
 
 
@@ -225,7 +232,8 @@ async def main() -> None:
 def test_decorated_functions_type_check_under_mypy_strict(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """mypy --strict keeps the wrapped signature, knows `.circuit_breaker()`, and flags bad calls."""
+    """mypy --strict keeps the wrapped signature, knows `.circuit_breaker()`, and flags bad
+    calls; `breaker_info` gives a typed view of the response extension."""
     source = tmp_path / "uses_decorator.py"
     source.write_text(TYPING_CHECK)
     # pytest -p no:cacheprovider leaves no config.cache: fall back to a fresh folder.
@@ -266,7 +274,9 @@ def test_decorated_functions_type_check_under_mypy_strict(
         elif message.startswith("Revealed type is"):
             revealed.append(message.removeprefix("Revealed type is ").strip('"').split(".")[-1])
     assert errors == expected_errors, done.stdout + done.stderr
-    assert revealed == ["BreakerMetrics", "str", "bytes", "float", "int", "CircuitBreaker"]
+    assert revealed == [
+        "BreakerMetrics", "str", "bytes", "float", "int", "CircuitBreaker", "CircuitState", "float"
+    ]
 
 
 # -- callables that are async without being `async def` (defect 6 of issue 10) ------

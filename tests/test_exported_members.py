@@ -10,6 +10,7 @@ import httpx_breaker
 
 PUBLIC_NAMES = [
     "AsyncCircuitBreakerTransport",
+    "BreakerInfo",
     "BreakerMetrics",
     "BreakerRegistry",
     "CircuitBreaker",
@@ -18,6 +19,7 @@ PUBLIC_NAMES = [
     "CircuitOpenError",
     "CircuitState",
     "CircuitTimeoutError",
+    "breaker_info",
     "circuit_breaker",
     "get_all_circuit_breakers",
 ]
@@ -35,6 +37,7 @@ def test_every_public_name_is_importable() -> None:
         assert getattr(httpx_breaker, name) is not None, name
     from httpx_breaker import (  # noqa: F401  (the import itself is the test)
         AsyncCircuitBreakerTransport,
+        BreakerInfo,
         BreakerMetrics,
         BreakerRegistry,
         CircuitBreaker,
@@ -43,6 +46,7 @@ def test_every_public_name_is_importable() -> None:
         CircuitOpenError,
         CircuitState,
         CircuitTimeoutError,
+        breaker_info,
         circuit_breaker,
         get_all_circuit_breakers,
     )
