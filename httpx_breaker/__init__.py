@@ -4,6 +4,7 @@ from ._breaker import CircuitBreaker
 from ._config import CircuitBreakerConfig
 from ._decorator import circuit_breaker
 from ._errors import BulkheadFullError, CircuitOpenError, CircuitTimeoutError, RequestRejected
+from ._extensions import BreakerInfo, breaker_info
 from ._metrics import BreakerMetrics
 from ._registry import BreakerRegistry, get_all_circuit_breakers
 from ._state import CircuitState
@@ -11,6 +12,7 @@ from ._transport import AsyncCircuitBreakerTransport, CircuitBreakerTransport
 
 __all__ = [
     "AsyncCircuitBreakerTransport",
+    "BreakerInfo",
     "BreakerMetrics",
     "BreakerRegistry",
     "BulkheadFullError",
@@ -21,6 +23,7 @@ __all__ = [
     "CircuitState",
     "CircuitTimeoutError",
     "RequestRejected",
+    "breaker_info",
     "circuit_breaker",
     "get_all_circuit_breakers",
 ]

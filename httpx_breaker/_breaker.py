@@ -1,9 +1,11 @@
 """CircuitBreaker: the I/O-free state machine every other part stands on.
 
-A call asks for a permit (`_acquire`), runs, and reports its outcome (`_record`).
-The permit is a token: the breaker's epoch when it was granted. Every state change
-bumps the epoch, so an outcome from an earlier state still counts in the metrics but
-can no longer move the state, and a half-open probe slot is returned exactly once.
+A call asks for a permit (`admit`), runs, and reports its outcome (`record`, or
+`record_success`), or hands the permit back unjudged (`release`): that is the whole
+protocol the transports and the decorator speak (`PermitProtocol`). The permit is a
+token: the breaker's epoch when it was granted. Every state change bumps the epoch, so
+an outcome from an earlier state still counts in the metrics but can no longer move the
+state, and a half-open probe slot is returned exactly once.
 
 Thread safety: one `threading.Lock` guards every change; the CLOSED admission reads
 two attributes without it (a race only makes a call look as if it came a moment
@@ -21,7 +23,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from datetime import timedelta
+from typing import Any, Final, Protocol, TypeVar
 
 from ._config import CircuitBreakerConfig
 from ._deadline import run_with_deadline
@@ -30,7 +33,15 @@ from ._metrics import BreakerMetrics
 from ._state import BreakerEvent, CircuitState
 from ._window import FAILED, SLOW, SlidingWindow
 
-__all__ = ["CircuitBreaker", "ResultClassifier"]
+__all__ = [
+    "DRY_RUN",
+    "FAILURE",
+    "IGNORED",
+    "SUCCESS",
+    "CircuitBreaker",
+    "PermitProtocol",
+    "ResultClassifier",
+]
 
 logger = logging.getLogger("httpx_breaker")
 # A library does not decide where its records go; without this, WARNINGs would reach
@@ -45,12 +56,12 @@ ResultClassifier = Callable[[Any, BaseException | None], "bool | None"]
 Listener = Callable[[BreakerEvent], object]
 StateListener = Callable[[CircuitState, CircuitState], object]
 
-# Outcomes of one call.
+# Outcomes of one call, as `record` takes them.
 SUCCESS: Final = 0
 FAILURE: Final = 1
 IGNORED: Final = 2
 
-# The token for a call that dry-run let through although it would have been refused:
+# The permit of a call that dry-run let through although it would have been refused:
 # its outcome is not recorded.
 DRY_RUN: Final = -1
 
@@ -59,6 +70,16 @@ _OPEN = CircuitState.OPEN
 _HALF_OPEN = CircuitState.HALF_OPEN
 
 STATE_CHANGES_KEPT: Final = 1000
+
+# Throughput is counted per bucket of window_duration / THROUGHPUT_BUCKETS seconds;
+# a breaker with traffic keeps the counts at the last THROUGHPUT_BUCKETS + 2 bucket
+# boundaries (enough to reach back a whole window_duration), nothing per call.
+THROUGHPUT_BUCKETS: Final = 6
+
+# Where each state's seconds are kept in `_state_seconds` (the fourth slot holds the
+# OPEN seconds at creation or the last reset(), for availability).
+_SECONDS_INDEX: Final = {_CLOSED: 0, _OPEN: 1, _HALF_OPEN: 2}
+_OPEN_AT_BIRTH: Final = 3
 
 # Every live breaker, in order of creation; a breaker nobody holds drops out by itself.
 # Keyed by a serial number rather than the name, so that when the newer of two
@@ -75,6 +96,42 @@ def _live_breakers() -> dict[str, CircuitBreaker]:
     return {breaker.name: breaker for breaker in breakers}
 
 
+class PermitProtocol(Protocol):
+    """What code that runs a call itself (the transports) needs from a breaker.
+
+    `admit()` before the call, then exactly one of `record`, `record_success` or
+    `release` with the permit it returned. `CircuitBreaker` is the implementation;
+    see its methods for the details.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def config(self) -> CircuitBreakerConfig: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    def admit(self) -> int: ...
+
+    def record(
+        self,
+        token: int,
+        outcome: int,
+        start: float,
+        end: float,
+        retry_after: float | None = None,
+        now: float | None = None,
+    ) -> None: ...
+
+    def record_success(
+        self, token: int, start: float, end: float, now: float | None = None
+    ) -> None: ...
+
+    def release(self, token: int) -> None: ...
+
+
 class CircuitBreaker:
     """A circuit breaker: CLOSED, OPEN and HALF_OPEN, with exact metrics and listeners.
 
@@ -85,16 +142,26 @@ class CircuitBreaker:
             (True = failure, False = success, None = ignore), for functions that return
             their failures instead of raising. By default an exception is a failure
             (unless in `exclude_exceptions`) and a return is a success.
-        clock: monotonic seconds; `time.monotonic` by default. Tests inject a fake one.
+        clock: monotonic seconds; `time.monotonic` by default. Tests inject a fake one
+            (or swap one in later with `set_clock`).
+
+    Besides `call` / `call_async`, a breaker speaks a small protocol for code that
+    runs the call itself, as the transports do (`PermitProtocol`): `admit()` before
+    the call returns a permit (or raises `CircuitOpenError`); then exactly one of
+    `record(permit, outcome, start, end)`, `record_success(permit, start, end)` or
+    `release(permit)` settles it. `transition_to` and `set_clock` are the seams for
+    test helpers and for state shared between processes.
     """
 
     __slots__ = (
         "__weakref__",
+        "_born",
         "_classifier",
         "_clock",
         "_config",
         "_consecutive",
         "_deferred",
+        "_entered",
         "_epoch",
         "_failed_rounds",
         "_fast_epoch",
@@ -114,7 +181,10 @@ class CircuitBreaker:
         "_random",
         "_state",
         "_state_changes",
+        "_state_seconds",
         "_time_sum",
+        "_tp_marks",
+        "_tp_next",
         "_transition_counts",
         "_window",
         "on_state_change",
@@ -165,6 +235,16 @@ class CircuitBreaker:
         self._state_changes: deque[tuple[float, CircuitState, CircuitState]] | None = None
         self._listeners: tuple[Listener, ...] = ()
         self._deferred: list[int] = []
+        # Time, for availability and time per state: when the current state was entered,
+        # when the breaker was made or last reset(), and (made on the first state change)
+        # the seconds spent in each state before `_entered`.
+        now = self._clock()
+        self._entered = self._born = now
+        self._state_seconds: list[float] | None = None
+        # Throughput: the end of the current bucket, and (made on the first call) the
+        # flat list [time, calls before it, time, calls before it, ...] of boundaries.
+        self._tp_next = now
+        self._tp_marks: list[float] | None = None
         self.on_state_change: StateListener | None = None
         """Called as `fn(old_state, new_state)` after every state change."""
         with _live_lock:
@@ -214,17 +294,28 @@ class CircuitBreaker:
 
     @property
     def retry_after(self) -> float | None:
-        """Seconds until a probe may pass: 0.0 unless OPEN; None while forced open."""
-        if self.state is not _OPEN:
+        """Seconds until a call may pass: what `CircuitOpenError.retry_after` would say.
+
+        0.0 when a call would pass now (CLOSED, or HALF_OPEN with a free probe slot);
+        the rest of the open period when OPEN; None when nobody can tell (forced open,
+        or HALF_OPEN with every probe slot taken: a slot frees when a probe ends).
+        """
+        state = self.state
+        if state is _CLOSED:
             return 0.0
-        if self._forced is _OPEN:
-            return None
-        return max(0.0, self._open_until - self._clock())
+        if state is _OPEN:
+            if self._forced is _OPEN:
+                return None
+            return max(0.0, self._open_until - self._clock())
+        if self._probes_in_flight + self._probes_succeeded < self._config.half_open_max_requests:
+            return 0.0
+        return None
 
     def get_metrics(self) -> BreakerMetrics:
         """An immutable snapshot of the counters, rates and recent state changes."""
         state = self.state
         with self._lock:
+            now = self._clock()
             ok, failed, ignored = self._n_success, self._n_failure, self._n_ignored
             rejected, slow, total_time = self._n_rejected, self._n_slow, self._time_sum
             counts = self._transition_counts
@@ -232,10 +323,19 @@ class CircuitBreaker:
             changes = tuple(self._state_changes) if self._state_changes else ()
             window = self._window
             # The window only expires when an outcome is recorded; show it as of now.
-            window.expire(self._clock())
+            window.expire(now)
             window_count, window_failures, window_slow = window.count, window.failures, window.slow
             consecutive = self._consecutive
+            if now >= self._tp_next:
+                self._roll_throughput(now)
+            throughput = self._throughput(now)
+            closed_s, open_s, half_open_s, open_at_birth = self._seconds_in_states(now)
+            lifetime = now - self._born
         recorded = ok + failed
+        if lifetime > 0.0:
+            availability = min(1.0, max(0.0, 1.0 - (open_s - open_at_birth) / lifetime))
+        else:
+            availability = 1.0
         return BreakerMetrics(
             total_requests=ok + failed + ignored,
             successful_requests=ok,
@@ -254,6 +354,9 @@ class CircuitBreaker:
             window_failures=window_failures,
             window_slow_requests=window_slow,
             state_changes=changes,
+            throughput=throughput,
+            availability=availability,
+            state_seconds=((_CLOSED, closed_s), (_OPEN, open_s), (_HALF_OPEN, half_open_s)),
         )
 
     def __repr__(self) -> str:
@@ -291,8 +394,9 @@ class CircuitBreaker:
     def _force(self, state: CircuitState) -> None:
         events: list[BreakerEvent] = []
         with self._lock:
-            self._forced = state
             now = self._clock()
+            self._settle_time(now)  # under the old rules: an ended open period is HALF_OPEN time
+            self._forced = state
             if self._state is not state:
                 self._transition(state, now, "forced", events)
             else:
@@ -303,11 +407,18 @@ class CircuitBreaker:
         self._emit(events)
 
     def reset(self) -> None:
-        """Return to CLOSED with an empty window, ending any forced state; counters stay."""
+        """Return to CLOSED with an empty window, ending any forced state; counters stay.
+
+        Availability starts over (it covers the time since creation or the last reset);
+        the time spent in each state, like every other counter, does not.
+        """
         events: list[BreakerEvent] = []
         with self._lock:
-            self._forced = None
             now = self._clock()
+            seconds = self._settle_time(now)
+            seconds[_OPEN_AT_BIRTH] = seconds[_SECONDS_INDEX[_OPEN]]
+            self._born = self._entered
+            self._forced = None
             if self._state is not _CLOSED:
                 self._transition(_CLOSED, now, "reset", events)
             else:
@@ -317,6 +428,115 @@ class CircuitBreaker:
                 self._failed_rounds = 0
             self._refresh_fast_epoch()
         self._emit(events)
+
+    # -- seams for test helpers and shared state ----------------------------------
+
+    def transition_to(
+        self,
+        state: CircuitState,
+        *,
+        cause: str,
+        open_for: float | timedelta | None = None,
+    ) -> bool:
+        """Enter `state` now as the breaker's own transitions do; False if it is forced.
+
+        For test helpers (`httpx_breaker.testing.set_state`) and for state received
+        from elsewhere (another process's breaker for the same host opened: open this
+        one for the time it has left). It is a normal transition: a new epoch, so
+        outcomes of calls admitted before it still count in the metrics but no longer
+        move the state (and probe slots of an earlier round are not returned to the new
+        one); listeners and the log hear a state change with `cause`; the metrics and
+        the exporters count it. No success or failure is counted.
+
+        - OPEN: an open period of `open_for` seconds (float or `timedelta`; as given,
+          with no jitter or cap), or the policy's own (backoff, jitter, cap) when None.
+        - HALF_OPEN: a new probe round with every slot free. From CLOSED the breaker
+          goes through OPEN for no time (two state changes: `cause`, then
+          ``"reset_timeout"``), since CLOSED -> HALF_OPEN is no change it ever makes.
+        - CLOSED: an empty window; backoff starts over.
+
+        Entering the state the breaker is in starts it over (a new epoch; a new open
+        period, probe round or empty window) without a state change. An open period
+        that has ended counts as HALF_OPEN first, as `state` would read. A breaker held
+        by `force_open()` / `force_closed()` is left as it is (until `reset()`).
+
+        Returns:
+            True if the breaker entered `state`; False if it is forced.
+
+        Raises:
+            TypeError: `state` is not a `CircuitState`, `cause` not a str, or
+                `open_for` not seconds.
+            ValueError: `cause` is empty, or `open_for` is negative, not finite, or
+                given for a state other than OPEN.
+        """
+        if not isinstance(state, CircuitState):
+            raise TypeError(f"state must be a CircuitState, got {state!r}")
+        if not isinstance(cause, str):
+            raise TypeError(f"cause must be a str, got {cause!r}")
+        if not cause:
+            raise ValueError("cause must not be empty")
+        period = None if open_for is None else _open_for(state, open_for)
+        events: list[BreakerEvent] = []
+        with self._lock:
+            if self._forced is not None:
+                return False
+            if self._deferred:
+                self._drain_deferred()
+            now = self._clock()
+            if self._state is _OPEN and now >= self._open_until:
+                self._transition(_HALF_OPEN, now, "reset_timeout", events)
+            current = self._state
+            if current is state:
+                self._settle_time(now)
+                self._enter(state, now, period)
+            elif current is _CLOSED and state is _HALF_OPEN:
+                self._transition(_OPEN, now, cause, events, 0.0)
+                self._transition(_HALF_OPEN, now, "reset_timeout", events)
+            else:
+                self._transition(state, now, cause, events, period)
+        self._emit(events)
+        return True
+
+    def set_clock(self, clock: Callable[[], float]) -> Callable[[], float]:
+        """Read `clock` from now on; return the clock read until now.
+
+        Every time the breaker keeps moves onto the new clock, so that what was x
+        seconds ago on the old clock is x seconds ago on the new one: a running open
+        period keeps the time it has left, the window's outcomes keep their ages (and
+        still leave it `window_duration` after they were recorded), and so do the time
+        in each state, availability, throughput and `state_changes`. A call in flight
+        measures its duration on the clock it started with: swap between calls.
+
+        Raises:
+            TypeError: `clock` is not callable.
+        """
+        if not callable(clock):
+            raise TypeError(f"clock must be callable, got {clock!r}")
+        with self._lock:
+            old = self._clock
+            delta = clock() - old()
+            self._clock = clock
+            if delta:
+                self._shift_times(delta)
+        return old
+
+    def _shift_times(self, delta: float) -> None:
+        """Move every time the breaker keeps by `delta` seconds (locked)."""
+        if math.isfinite(self._open_until):
+            self._open_until += delta
+        self._entered += delta
+        self._born += delta
+        self._tp_next += delta
+        marks = self._tp_marks
+        if marks:
+            for i in range(0, len(marks), 2):
+                marks[i] += delta
+        self._window.shift(delta)
+        changes = self._state_changes
+        if changes:
+            self._state_changes = deque(
+                ((t + delta, old, new) for t, old, new in changes), maxlen=STATE_CHANGES_KEPT
+            )
 
     # -- calling through the breaker --------------------------------------------
 
@@ -329,9 +549,9 @@ class CircuitBreaker:
             CircuitOpenError: the breaker refused the call; `fn` was not called.
             CircuitTimeoutError: the call outlived `config.timeout` and was cancelled.
         """
-        token = self._epoch  # _acquire(), inlined: this is the hot path
+        token = self._epoch  # admit(), inlined: this is the hot path
         if self._state is not _CLOSED:
-            token = self._acquire_slow()
+            token = self._admit_slow()
         clock = self._clock
         start = clock()
         timeout = self._config.timeout
@@ -341,12 +561,12 @@ class CircuitBreaker:
             else:
                 result = await run_with_deadline(fn(*args, **kwargs), timeout, self._name)
         except BaseException as exc:
-            self._record(token, self._classify(None, exc), start, clock())
+            self.record(token, self._classify(None, exc), start, clock())
             raise
         if self._classifier is None:
-            self._record_success(token, start, clock())
+            self.record_success(token, start, clock())
         else:
-            self._record(token, self._classify(result, None), start, clock())
+            self.record(token, self._classify(result, None), start, clock())
         return result
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -358,9 +578,9 @@ class CircuitBreaker:
         Raises:
             CircuitOpenError: the breaker refused the call; `fn` was not called.
         """
-        token = self._epoch  # _acquire(), inlined: this is the hot path
+        token = self._epoch  # admit(), inlined: this is the hot path
         if self._state is not _CLOSED:
-            token = self._acquire_slow()
+            token = self._admit_slow()
         clock = self._clock
         start = clock()
         try:
@@ -370,16 +590,68 @@ class CircuitBreaker:
             outcome = self._classify(None, exc)
             if outcome != IGNORED and self._overran(start, end):
                 outcome = FAILURE
-            self._record(token, outcome, start, end)
+            self.record(token, outcome, start, end)
             raise
         end = clock()
         timeout = self._config.timeout
         if timeout is not None and end - start > timeout:
-            self._record(token, FAILURE, start, end)
+            self.record(token, FAILURE, start, end)
         elif self._classifier is None:
-            self._record_success(token, start, end)
+            self.record_success(token, start, end)
         else:
-            self._record(token, self._classify(result, None), start, end)
+            self.record(token, self._classify(result, None), start, end)
+        return result
+
+    def _call_or_defer(self, fn: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+        """`call`, except that an awaitable result is judged when it is awaited.
+
+        For `@circuit_breaker` on a plain function that returns an awaitable: the
+        permit is taken before `fn` runs (a refused call never runs it), and the outcome
+        is that of the await, which the returned coroutine performs. A coroutine that is
+        never awaited returns its permit when it is garbage-collected (ignored).
+        """
+        token = self.admit()
+        clock = self._clock
+        start = clock()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            end = clock()
+            outcome = self._classify(None, exc)
+            if outcome != IGNORED and self._overran(start, end):
+                outcome = FAILURE
+            self.record(token, outcome, start, end)
+            raise
+        if isinstance(result, Awaitable):
+            return self._await_deferred(_Permit(self, token), start, result)
+        end = clock()
+        if self._overran(start, end):
+            self.record(token, FAILURE, start, end)
+        elif self._classifier is None:
+            self.record_success(token, start, end)
+        else:
+            self.record(token, self._classify(result, None), start, end)
+        return result
+
+    async def _await_deferred(self, permit: _Permit, start: float, awaitable: Awaitable[T]) -> T:
+        """Await what `_call_or_defer` got back, and record its outcome on the permit."""
+        token = permit.token
+        clock = self._clock
+        timeout = self._config.timeout
+        try:
+            if timeout is None:
+                result = await awaitable
+            else:
+                result = await run_with_deadline(awaitable, timeout, self._name)
+        except BaseException as exc:
+            permit.settled = True
+            self.record(token, self._classify(None, exc), start, clock())
+            raise
+        permit.settled = True
+        if self._classifier is None:
+            self.record_success(token, start, clock())
+        else:
+            self.record(token, self._classify(result, None), start, clock())
         return result
 
     def _overran(self, start: float, end: float) -> bool:
@@ -409,17 +681,23 @@ class CircuitBreaker:
             return IGNORED
         return outcome_of(verdict, self._name)
 
-    # -- the state machine ------------------------------------------------------
+    # -- the permit protocol ------------------------------------------------------
 
-    def _acquire(self) -> int:
-        """Admit one call and return its token, or raise `CircuitOpenError`."""
+    def admit(self) -> int:
+        """Admit one call now and return its permit, or raise `CircuitOpenError`.
+
+        Settle the permit exactly once, when the call ends: `record`, `record_success`
+        or `release`. While CLOSED this is two attribute reads; otherwise it takes a
+        half-open probe slot or refuses (a dry-run breaker admits what it would refuse,
+        with the permit `DRY_RUN`, whose outcome is not recorded).
+        """
         epoch = self._epoch
         if self._state is _CLOSED:
             return epoch
-        return self._acquire_slow()
+        return self._admit_slow()
 
-    def _acquire_slow(self) -> int:
-        """`_acquire` for every state but CLOSED: a probe permit, or a rejection."""
+    def _admit_slow(self) -> int:
+        """`admit` for every state but CLOSED: a probe permit, or a rejection."""
         events: list[BreakerEvent] | None = None
         retry_after: float | None = None
         lock = self._lock
@@ -466,7 +744,7 @@ class CircuitBreaker:
                 raise CircuitOpenError(self._name, state, retry_after)
         return token
 
-    def _record(
+    def record(
         self,
         token: int,
         outcome: int,
@@ -475,10 +753,20 @@ class CircuitBreaker:
         retry_after: float | None = None,
         now: float | None = None,
     ) -> None:
-        """Count one call's outcome and move the state if it was admitted in this epoch.
+        """Settle a permit with the call's outcome; move the state if it was admitted in
+        the current epoch (an outcome from before a state change only counts).
 
-        `start` and `end` bound the call's duration; `now` (default `end`) is when the
-        outcome is known, which for a streamed response is later than its headers.
+        Args:
+            token: the permit `admit` returned.
+            outcome: `SUCCESS`, `FAILURE` or `IGNORED` (constants of this module).
+            start: when the call started, on the breaker's clock.
+            end: when it ended (for a response: when its headers arrived); `end -
+                start` is its duration, for the response time and the slow-call rule.
+            retry_after: seconds a failing response asked to wait (``Retry-After``);
+                with `respect_retry_after`, a running open period lasts at least that
+                long (up to `max_retry_after`).
+            now: when the outcome became known (default `end`); for a streamed
+                response, when its body closed.
         """
         if token == DRY_RUN:
             return
@@ -492,6 +780,8 @@ class CircuitBreaker:
         with self._lock:
             if self._deferred:
                 self._drain_deferred()
+            if now >= self._tp_next:
+                self._roll_throughput(now)
             if outcome == SUCCESS:
                 self._n_success += 1
             elif outcome == FAILURE:
@@ -515,6 +805,9 @@ class CircuitBreaker:
                 and config.respect_retry_after
                 and self._state is _OPEN
                 and self._forced is None
+                # An open period that has ended is over, noticed or not: extending it
+                # would take a breaker that reads HALF_OPEN back to OPEN.
+                and now < self._open_until
             ):
                 floor = now + min(max(retry_after, 0.0), config.max_retry_after)
                 self._open_until = max(self._open_until, floor)
@@ -524,10 +817,10 @@ class CircuitBreaker:
         if events:
             self._emit(events)
 
-    def _record_success(
+    def record_success(
         self, token: int, start: float, end: float, now: float | None = None
     ) -> None:
-        """`_record(token, SUCCESS, start, end, now=now)`, made cheap for the hot path.
+        """`record(token, SUCCESS, start, end, now=now)`, made cheap for the hot path.
 
         While CLOSED, unforced, unwatched, a success only bumps counters and, as long
         as the window holds no failed or slow outcome, no rule can fire: no expiry, no
@@ -535,7 +828,7 @@ class CircuitBreaker:
         """
         slow_after = self._config.slow_call_duration
         if token != self._fast_epoch or (slow_after is not None and end - start >= slow_after):
-            self._record(token, SUCCESS, start, end, None, now)
+            self.record(token, SUCCESS, start, end, None, now)
             return
         if now is None:
             now = end
@@ -545,6 +838,8 @@ class CircuitBreaker:
         try:
             fast = token == self._fast_epoch and not self._deferred
             if fast:
+                if now >= self._tp_next:  # once per throughput bucket, not per call
+                    self._roll_throughput(now)
                 self._n_success += 1
                 self._time_sum += end - start
                 window = self._window
@@ -557,9 +852,35 @@ class CircuitBreaker:
         finally:
             lock.release()
         if not fast:  # the state moved between the check and the lock
-            self._record(token, SUCCESS, start, end, None, now)
+            self.record(token, SUCCESS, start, end, None, now)
         elif events:
             self._emit(events)
+
+    def release(self, token: int) -> None:
+        """Settle a permit whose outcome will never be known (counted as ignored).
+
+        For a call that was abandoned (a response dropped unread, a coroutine never
+        awaited). Safe to call from a finalizer, even one that runs while this very
+        thread holds the breaker's lock: it never blocks, and hands the permit over to
+        the next locked operation instead.
+        """
+        if token == DRY_RUN:
+            return
+        if self._lock.acquire(blocking=False):
+            try:
+                self._release_one(token)
+            finally:
+                self._lock.release()
+        else:
+            self._deferred.append(token)
+
+    # The names the 0.1 transports call; kept until they move to the names above.
+    _acquire = admit
+    _record = record
+    _record_success = record_success
+    _release_abandoned = release
+
+    # -- the state machine ------------------------------------------------------
 
     def _refresh_fast_epoch(self) -> None:
         """Recompute `_fast_epoch` after the state, forcing or listeners changed (locked)."""
@@ -622,28 +943,20 @@ class CircuitBreaker:
                     self._transition(_CLOSED, now, "probes_succeeded", events)
 
     def _transition(
-        self, new: CircuitState, now: float, cause: str, events: list[BreakerEvent]
+        self,
+        new: CircuitState,
+        now: float,
+        cause: str,
+        events: list[BreakerEvent],
+        period: float | None = None,
     ) -> None:
-        """Enter `new`; the caller holds the lock and emits `events` after releasing it."""
+        """Enter `new`; the caller holds the lock and emits `events` after releasing it.
+
+        `period` is the open period to use instead of the policy's (`transition_to`).
+        """
         old = self._state
-        self._state = new
-        self._epoch += 1
-        self._refresh_fast_epoch()
-        self._consecutive = 0
-        self._probes_in_flight = self._probes_succeeded = self._probes_slow = 0
-        retry_after = None
-        if new is _OPEN and self._forced is _OPEN:
-            self._open_until = math.inf  # until reset(); nobody can tell when
-        elif new is _OPEN:
-            period = self._config.open_period(self._failed_rounds)
-            jitter = self._config.jitter
-            if jitter:
-                period += period * jitter * self._random()
-            self._open_until = now + period
-            retry_after = period
-        elif new is _CLOSED:
-            self._window.clear()
-            self._failed_rounds = 0
+        self._settle_time(now)
+        retry_after = self._enter(new, now, period)
         changes = self._state_changes
         if changes is None:
             changes = self._state_changes = deque(maxlen=STATE_CHANGES_KEPT)
@@ -665,23 +978,132 @@ class CircuitBreaker:
             )
         )
 
-    # -- permits returned by the garbage collector ------------------------------
+    def _enter(self, new: CircuitState, now: float, period: float | None) -> float | None:
+        """The effects of entering `new` (also of entering it again); the open period."""
+        self._state = new
+        self._epoch += 1
+        self._refresh_fast_epoch()
+        self._consecutive = 0
+        self._probes_in_flight = self._probes_succeeded = self._probes_slow = 0
+        if new is _OPEN and self._forced is _OPEN:
+            self._open_until = math.inf  # until reset(); nobody can tell when
+            return None
+        if new is _OPEN:
+            if period is None:
+                period = self._open_period()
+            self._open_until = now + period
+            return period
+        if new is _CLOSED:
+            self._window.clear()
+            self._failed_rounds = 0
+        return None
 
-    def _release_abandoned(self, token: int) -> None:
-        """Return the permit of a call whose outcome will never be known (ignored).
+    def _open_period(self) -> float:
+        """The next open period: the backoff's, plus jitter, never past the cap.
 
-        Called from finalizers, which may run while this very thread holds the lock:
-        never block here; hand the permit over to the next locked operation instead.
+        Jitter draws the period from ``[base, base * (1 + jitter)]``. When that range
+        would pass `max_reset_timeout`, it moves down to end at the cap (but starts no
+        lower than `reset_timeout`), so breakers held at the cap still spread out
+        instead of probing in lockstep, and none waits longer than the cap.
         """
-        if token == DRY_RUN:
-            return
-        if self._lock.acquire(blocking=False):
-            try:
-                self._release_one(token)
-            finally:
-                self._lock.release()
+        config = self._config
+        period = config.open_period(self._failed_rounds)
+        jitter = config.jitter
+        if not jitter:
+            return period
+        spread = period * jitter
+        cap = config.max_reset_timeout
+        if cap is None:
+            return period + spread * self._random()
+        if period + spread > cap:
+            period = max(cap - spread, config.reset_timeout)
+            spread = cap - period
+        return min(period + spread * self._random(), cap)
+
+    # -- time: per state, availability, throughput ---------------------------------
+
+    def _settle_time(self, now: float) -> list[float]:
+        """Add the time since `_entered` to the state it was spent in (locked).
+
+        An open period that ended before anyone noticed counts as OPEN up to its end
+        and HALF_OPEN after it, as the breaker would have read then.
+        """
+        seconds = self._state_seconds
+        if seconds is None:
+            seconds = self._state_seconds = [0.0, 0.0, 0.0, 0.0]
+        entered = self._entered
+        if now > entered:
+            state = self._state
+            if state is _OPEN and self._forced is None and now > self._open_until:
+                until = max(self._open_until, entered)
+                seconds[1] += until - entered
+                seconds[2] += now - until
+            else:
+                seconds[_SECONDS_INDEX[state]] += now - entered
+            self._entered = now
+        return seconds
+
+    def _seconds_in_states(self, now: float) -> tuple[float, float, float, float]:
+        """CLOSED, OPEN and HALF_OPEN seconds up to `now`, and OPEN seconds at birth."""
+        closed, opened, half_open, at_birth = self._state_seconds or (0.0, 0.0, 0.0, 0.0)
+        entered = self._entered
+        if now > entered:
+            state = self._state
+            if state is _OPEN and self._forced is None and now > self._open_until:
+                until = max(self._open_until, entered)
+                opened += until - entered
+                half_open += now - until
+            elif state is _CLOSED:
+                closed += now - entered
+            elif state is _OPEN:
+                opened += now - entered
+            else:
+                half_open += now - entered
+        return closed, opened, half_open, at_birth
+
+    def _roll_throughput(self, now: float) -> None:
+        """Close the throughput bucket that ended at `_tp_next` (locked; `now` is past it).
+
+        Notes the calls counted before that boundary. After a gap of a whole bucket or
+        more with no call, the count held until `now` too, so that is noted as well.
+        """
+        width = self._config.window_duration / THROUGHPUT_BUCKETS
+        calls = self._n_success + self._n_failure + self._n_ignored
+        marks = self._tp_marks
+        if marks is None:
+            marks = self._tp_marks = []
+        boundary = self._tp_next
+        marks += (boundary, calls)
+        if now >= boundary + width:
+            marks += (now, calls)
+            boundary = now
+        self._tp_next = boundary + width
+        excess = len(marks) - 2 * (THROUGHPUT_BUCKETS + 2)
+        if excess > 0:
+            del marks[:excess]
+
+    def _throughput(self, now: float) -> float:
+        """Calls let through per second over the last `window_duration` (locked, rolled)."""
+        calls = self._n_success + self._n_failure + self._n_ignored
+        marks = self._tp_marks
+        if not marks or not calls:
+            return 0.0
+        duration = self._config.window_duration
+        horizon = now - duration
+        # The last boundary at or before the horizon; the count there is interpolated
+        # between it and the next boundary (or now).
+        i = len(marks) - 2
+        while i >= 0 and marks[i] > horizon:
+            i -= 2
+        if i < 0:
+            before = marks[1]  # the breaker is younger than the window: its first count
         else:
-            self._deferred.append(token)
+            t0, c0 = marks[i], marks[i + 1]
+            t1, c1 = (marks[i + 2], marks[i + 3]) if i + 2 < len(marks) else (now, calls)
+            before = c0 + (c1 - c0) * (horizon - t0) / (t1 - t0) if t1 > t0 else c1
+        return max(0.0, (calls - before) / duration)
+
+    # -- permits returned by the garbage collector ------------------------------
 
     def _drain_deferred(self) -> None:
         deferred = self._deferred
@@ -713,6 +1135,44 @@ class CircuitBreaker:
                         )
             for listener in listeners:
                 _call_listener(listener, event)
+
+
+class _Permit:
+    """A permit held by a coroutine that may never run: returned when it is collected.
+
+    A coroutine that is never started runs no `finally`; but dropping it drops its
+    arguments, so this object's `__del__` hands the permit back then (as ignored).
+    """
+
+    __slots__ = ("breaker", "settled", "token")
+
+    def __init__(self, breaker: CircuitBreaker, token: int) -> None:
+        self.breaker = breaker
+        self.token = token
+        self.settled = False
+
+    def __del__(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.breaker.release(self.token)
+
+
+def _open_for(state: CircuitState, open_for: object) -> float:
+    """`transition_to`'s `open_for` as seconds, checked."""
+    if state is not _OPEN:
+        raise ValueError(
+            f"open_for is the length of an open period: only for CircuitState.OPEN, "
+            f"not {state.name}"
+        )
+    if isinstance(open_for, timedelta):
+        seconds = open_for.total_seconds()
+    elif isinstance(open_for, (int, float)) and not isinstance(open_for, bool):
+        seconds = float(open_for)
+    else:
+        raise TypeError(f"open_for must be float seconds or a timedelta, got {open_for!r}")
+    if not (math.isfinite(seconds) and seconds >= 0.0):
+        raise ValueError(f"open_for must be a finite number of seconds >= 0, got {open_for!r}")
+    return seconds
 
 
 def _call_listener(listener: Listener, event: BreakerEvent) -> None:

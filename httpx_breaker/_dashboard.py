@@ -46,6 +46,8 @@ def _row(breaker: CircuitBreaker, metrics: BreakerMetrics) -> dict[str, Any]:
             "success_rate": metrics.success_rate,
             "failure_rate": metrics.failure_rate,
             "average_response_time": metrics.average_response_time,
+            "throughput": metrics.throughput,
+            "availability": metrics.availability,
         },
         "health_score": health_score(metrics),
     }

@@ -448,6 +448,15 @@ class _Demo:
             )
             path = " -> ".join(s.name for s in host.changes) or "CLOSED (no state change)"
             line(f"    breaker: {path}")
+            if host.breaker is not None:
+                metrics = host.breaker.get_metrics()
+                window = host.breaker.config.window_duration
+                longer = ", longer than this run" if window > self.duration else ""
+                line(
+                    f"    availability {metrics.availability:.1%} (share of its life not OPEN); "
+                    f"throughput {metrics.throughput:.1f} calls/s "
+                    f"(averaged over the last {window:g} s{longer})"
+                )
             line(
                 f"    the server logged {host.upstream.request_count} requests; "
                 f"the breaker passed {len(host.dispatched)} on"

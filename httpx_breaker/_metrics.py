@@ -47,11 +47,36 @@ class BreakerMetrics:
     state_change_counts: tuple[tuple[CircuitState, CircuitState, int], ...] = ()
     """`(old state, new state, how many times)` for every change ever made: unlike
     `state_changes`, never trimmed, so exporters can count monotonically."""
+    throughput: float = 0.0
+    """Calls let through per second over the last `window_duration` seconds.
+
+    How it is computed: the breaker notes its count of calls let through (the
+    `total_requests` count: successful + failed + ignored) at bucket boundaries
+    `window_duration / 6` seconds apart, taken by the first call (or read) after each
+    boundary, so nothing is added per call; it keeps the last 8 such notes. The count
+    at `now - window_duration` is interpolated between the two notes around it (exact
+    when no call fell between them; otherwise off by at most the calls of that one
+    bucket), and ``throughput = (count now - count then) / window_duration``. A
+    breaker younger than `window_duration` divides its calls by the whole
+    `window_duration` too, so it starts low. `reset()` does not restart it."""
+    availability: float = 1.0
+    """Share of the breaker's life, since it was made or last `reset()`, not spent OPEN.
+
+    ``1 - seconds OPEN / seconds alive`` on the breaker's clock, in [0, 1]; 1.0 for a
+    breaker with no time behind it. OPEN time runs from entering OPEN to the end of the
+    open period (a period that ended counts as HALF_OPEN from its end, even before
+    anyone reads the state); a forced-open breaker is OPEN until `reset()`; a dry-run
+    breaker's OPEN time counts although it lets calls through."""
+    state_seconds: tuple[tuple[CircuitState, float], ...] = ()
+    """`(state, seconds)` for CLOSED, OPEN and HALF_OPEN: the time spent in each over the
+    breaker's whole life (never reset, so exporters can count monotonically), on its
+    clock, as `availability` counts it."""
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-serialisable values (states as their strings)."""
         data = dataclasses.asdict(self)
         data["state"] = self.state.value
+        data["state_seconds"] = {state.value: seconds for state, seconds in self.state_seconds}
         data["state_change_counts"] = [
             [old.value, new.value, n] for old, new, n in self.state_change_counts
         ]

@@ -203,6 +203,16 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     def clock(self) -> Callable[[], float] | None:
         return self._clock
 
+    def set_clock(self, clock: Callable[[], float] | None) -> Callable[[], float] | None:
+        """Give the breakers made from now on `clock` (None: `time.monotonic`); return
+        the previous one. Breakers already made keep theirs (`CircuitBreaker.set_clock`
+        swaps one)."""
+        if clock is not None and not callable(clock):
+            raise TypeError(f"clock must be callable, got {clock!r}")
+        with self._lock:
+            old, self._clock = self._clock, clock
+        return old
+
     def config_for(self, key: str) -> CircuitBreakerConfig:
         """The policy for `key`: exact key, bare host, longest ``*.suffix``, default."""
         policies = self._policies

@@ -14,7 +14,6 @@ request to an open host is refused before any I/O.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -30,6 +29,7 @@ from ._deadline import Deadline
 from ._errors import CircuitOpenError, CircuitTimeoutError
 from ._keys import default_key
 from ._registry import BreakerRegistry
+from ._retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -41,31 +41,6 @@ logger = logging.getLogger("httpx_breaker")
 EXTENSION = "circuit_breaker"
 _OPTIONS = frozenset({"bypass", "policy", "key"})
 _INF = float("inf")
-
-
-def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
-    """Seconds a ``Retry-After`` value asks for, or None if it is not valid.
-
-    Accepts delta-seconds (``"120"``) and an HTTP-date; a date in the past gives 0.0.
-    `now` is the wall-clock time to measure a date from (`time.time()` by default).
-    """
-    value = value.strip()
-    if not value:
-        return None
-    if value.isascii() and value.isdigit():
-        # Huge values are capped later by max_retry_after; avoid int->float overflow here.
-        return float(value) if len(value) < 300 else float("inf")
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    try:
-        stamp = when.timestamp()
-    except (OverflowError, ValueError, OSError):
-        return None
-    if now is None:
-        now = time.time()
-    return max(0.0, stamp - now)
 
 
 def _traces(transport: object) -> bool:

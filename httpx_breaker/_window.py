@@ -1,7 +1,9 @@
 """The sliding window: the last `size` outcomes younger than `duration` seconds.
 
 A ring buffer with running counts: recording and reading are O(1) (expiry is
-amortised O(1), each outcome leaves once), and memory is fixed at construction.
+amortised O(1), each outcome leaves once), and memory is fixed: the times at
+construction, the flags with the first failed or slow outcome (a breaker that has only
+ever seen successes, as most idle ones have, keeps no flags).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class SlidingWindow:
         self._size = size
         self._duration = duration
         self._times = [0.0] * size
-        self._flags = [0] * size
+        self._flags: list[int] | None = None  # made with the first non-zero flag
         self._head = 0  # index of the oldest outcome
         self.count = 0
         self.failures = 0
@@ -36,7 +38,12 @@ class SlidingWindow:
         if i >= size:
             i -= size
         self._times[i] = now
-        self._flags[i] = flags
+        stored = self._flags
+        if stored is not None:
+            stored[i] = flags
+        elif flags:
+            stored = self._flags = [0] * size
+            stored[i] = flags
         self.count += 1
         if flags & FAILED:
             self.failures += 1
@@ -61,7 +68,9 @@ class SlidingWindow:
             if i >= size:
                 i -= size
             self._times[i] = now
-            self._flags[i] = 0  # the slot may hold a flag from before a clear()
+            flags = self._flags
+            if flags is not None:
+                flags[i] = 0  # the slot may hold a flag from before a clear()
             self.count = n + 1
 
     def expire(self, now: float) -> None:
@@ -71,13 +80,20 @@ class SlidingWindow:
         while self.count and times[self._head] < horizon:
             self._drop_oldest()
 
+    def shift(self, delta: float) -> None:
+        """Move every outcome's time by `delta` seconds (the breaker's clock changed)."""
+        times = self._times
+        for i in range(self._size):
+            times[i] += delta
+
     def clear(self) -> None:
         self._head = 0
         self.count = self.failures = self.slow = 0
 
     def _drop_oldest(self) -> None:
         h = self._head
-        flags = self._flags[h]
+        stored = self._flags
+        flags = 0 if stored is None else stored[h]
         if flags & FAILED:
             self.failures -= 1
         if flags & SLOW:

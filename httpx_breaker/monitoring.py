@@ -83,6 +83,11 @@ def dashboard(breakers: BreakerSource = None) -> dict[str, Any]:
     """Dashboard data: a `summary` of counts by state, and `breakers` sorted by health,
     lowest first (ties by name), each with `name`, `state`, `metrics` and `health_score`.
 
+    A breaker's `metrics` are the counters, `success_rate`, `failure_rate`,
+    `average_response_time` (seconds), `throughput` (calls let through per second over
+    the last `window_duration`) and `availability` (share of its life since creation
+    or `reset()` not spent OPEN), as in `BreakerMetrics`.
+
     Args:
         breakers: the breakers to show (see the module docstring); every live breaker
             by default.
@@ -155,6 +160,18 @@ _C, _O, _H = CircuitState.CLOSED.value, CircuitState.OPEN.value, CircuitState.HA
 POSSIBLE_STATE_CHANGES = ((_C, _O), (_O, _H), (_O, _C), (_H, _C), (_H, _O))
 """Every (from_state, to_state) a breaker can make; exporters report each from 0, so
 that ``rate()`` and ``increase()`` see the first change (a series born at 1 hides it)."""
+
+
+def state_seconds(metrics: BreakerMetrics) -> dict[str, float]:
+    """Seconds spent in each state over the breaker's life, by state value.
+
+    Read from `BreakerMetrics.state_seconds`, which is never reset, so the totals only
+    grow. Every state is present, at 0.0 until the breaker has been in it.
+    """
+    seconds = dict.fromkeys((_C, _O, _H), 0.0)
+    for state, value in metrics.state_seconds:
+        seconds[state.value] = value
+    return seconds
 
 
 def state_change_counts(metrics: BreakerMetrics) -> dict[tuple[str, str], int]:

@@ -23,6 +23,10 @@ Instruments, on the meter ``httpx_breaker`` (every one has the attribute
 - ``circuit_breaker.state`` (observable up-down counter, ``{breaker}``): by
   ``circuit_breaker.state``.
 - ``circuit_breaker.response_time`` (observable counter, ``s``).
+- ``circuit_breaker.time_in_state`` (observable counter, ``s``): by
+  ``circuit_breaker.state``.
+- ``circuit_breaker.availability`` (observable gauge, ``1``).
+- ``circuit_breaker.throughput`` (observable gauge, ``{request}/s``).
 
 ``circuit_breaker.name`` is the breaker's name, for a transport
 its host key. ``circuit_breaker.outcome`` is ``success``, ``failure`` or ``ignored``;
@@ -34,6 +38,13 @@ up-down counter so that summing over breakers counts the breakers in each state.
 calls (a ``*.time`` counter in OpenTelemetry's terms); divided by the success and
 failure requests, it gives the mean response time over any range. OpenTelemetry has no
 observable histogram, and the breaker keeps a sum and a count, not a distribution.
+``circuit_breaker.time_in_state`` is the cumulative time spent in each state (an open
+period is OPEN until it ends, then HALF_OPEN, whether or not anyone looked): over any
+range, availability is ``1 - delta(open) / delta(all states)``.
+``circuit_breaker.availability`` and ``circuit_breaker.throughput`` are the breaker's
+own `BreakerMetrics.availability` (since creation or `reset()`) and
+`BreakerMetrics.throughput` (calls let through per second over the last
+`window_duration`).
 """
 
 from __future__ import annotations
@@ -56,7 +67,13 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from ._metrics import BreakerMetrics
 from ._state import CircuitState
-from .monitoring import BreakerSource, freeze_source, resolve_breakers, state_change_counts
+from .monitoring import (
+    BreakerSource,
+    freeze_source,
+    resolve_breakers,
+    state_change_counts,
+    state_seconds,
+)
 
 __all__ = ["METER_NAME", "RegisteredMetrics", "register_metrics"]
 
@@ -118,6 +135,26 @@ class RegisteredMetrics:
                 unit="s",
                 description="Time spent in successful and failed calls through the breaker.",
             ),
+            meter.create_observable_counter(
+                "circuit_breaker.time_in_state",
+                callbacks=[self._time_in_state],
+                unit="s",
+                description="Time the circuit breaker has spent in each state.",
+            ),
+            meter.create_observable_gauge(
+                "circuit_breaker.availability",
+                callbacks=[self._availability],
+                unit="1",
+                description="Share of the circuit breaker's life since creation or reset "
+                "not spent open.",
+            ),
+            meter.create_observable_gauge(
+                "circuit_breaker.throughput",
+                callbacks=[self._throughput],
+                unit="{request}/s",
+                description="Calls let through per second over the circuit breaker's "
+                "window_duration.",
+            ),
         )
 
     def close(self) -> None:
@@ -171,6 +208,19 @@ class RegisteredMetrics:
         for name, m in self._read():
             yield Observation(m.total_response_time, {_NAME: name})
 
+    def _time_in_state(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, m in self._read():
+            for value, spent in state_seconds(m).items():
+                yield Observation(spent, {_NAME: name, "circuit_breaker.state": value})
+
+    def _availability(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, m in self._read():
+            yield Observation(m.availability, {_NAME: name})
+
+    def _throughput(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, m in self._read():
+            yield Observation(m.throughput, {_NAME: name})
+
     def __repr__(self) -> str:
         return (
             f"<RegisteredMetrics on meter {self.meter.name!r}{' closed' if self._closed else ''}>"
@@ -190,7 +240,8 @@ def register_metrics(
 
     Counters are exact and monotonic however many state changes happen between two
     collections: they come from the breaker's lifetime counters (`state_change_counts`,
-    `total_response_time`), not from the trimmed `state_changes` history. Call once
+    `total_response_time`, `state_seconds`), not from the trimmed `state_changes`
+    history. Call once
     per provider: registering twice reports every breaker twice.
     """
     provider = meter_provider if meter_provider is not None else get_meter_provider()

@@ -22,6 +22,26 @@ Series (labels are the breaker's name, for a transport its host key, and fixed w
   other two.
 - ``circuit_breaker_response_time_seconds{circuit_breaker}``: a summary (``_sum`` and
   ``_count``) of the durations of successful and failed calls.
+- ``circuit_breaker_state_seconds_total{circuit_breaker, state}``: seconds spent in each
+  state over the breaker's life (an open period counts as OPEN until it ends, then as
+  HALF_OPEN, whether or not anyone looked), on the breaker's clock.
+- ``circuit_breaker_availability_ratio{circuit_breaker}``: `BreakerMetrics.availability`,
+  the share of the breaker's life since it was made or last reset not spent OPEN.
+- ``circuit_breaker_throughput_requests_per_second{circuit_breaker}``:
+  `BreakerMetrics.throughput`, calls let through per second over the last
+  `window_duration`.
+
+Availability over any range comes from the state-seconds counter, for example the
+last hour, per breaker::
+
+    1 - (
+      increase(circuit_breaker_state_seconds_total{state="open"}[1h])
+      / ignoring(state) sum without (state) (increase(circuit_breaker_state_seconds_total[1h]))
+    )
+
+and throughput over any range from the request counter:
+``rate(circuit_breaker_requests_total{type="total"}[5m])``. The two gauges are the
+breaker's own figures, for dashboards that read one value.
 
 Why a summary and not a histogram: a breaker keeps the running sum and count of call
 durations, not their distribution. A histogram would need a bucket increment on every
@@ -48,7 +68,13 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from ._state import CircuitState
-from .monitoring import BreakerSource, freeze_source, resolve_breakers, state_change_counts
+from .monitoring import (
+    BreakerSource,
+    freeze_source,
+    resolve_breakers,
+    state_change_counts,
+    state_seconds,
+)
 
 __all__ = ["CircuitBreakerCollector"]
 
@@ -66,7 +92,8 @@ class CircuitBreakerCollector:
 
     Counters are exact and monotonic however many state changes happen between two
     scrapes: they come from the breaker's lifetime counters (`state_change_counts`,
-    `total_response_time`), not from the trimmed `state_changes` history. A breaker
+    `total_response_time`, `state_seconds`), not from the trimmed `state_changes`
+    history. A breaker
     that is dropped (say, evicted from its registry) and made again starts again from
     zero, which Prometheus reads as a counter reset, as after a restart.
     """
@@ -80,7 +107,16 @@ class CircuitBreakerCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Read every breaker now and yield the metric families."""
-        requests, rejected, changes, state, response_time = families = self._families()
+        (
+            requests,
+            rejected,
+            changes,
+            state,
+            response_time,
+            seconds,
+            availability,
+            throughput,
+        ) = families = self._families()
         for breaker in resolve_breakers(self._breakers):
             # One snapshot per breaker: all of its series are from the same instant.
             m = breaker.get_metrics()
@@ -98,6 +134,10 @@ class CircuitBreakerCollector:
             response_time.add_metric(
                 [name], m.successful_requests + m.failed_requests, m.total_response_time
             )
+            for value, spent in state_seconds(m).items():
+                seconds.add_metric([name, value], spent)
+            availability.add_metric([name], m.availability)
+            throughput.add_metric([name], m.throughput)
         return iter(families)
 
     @staticmethod
@@ -107,6 +147,9 @@ class CircuitBreakerCollector:
         CounterMetricFamily,
         GaugeMetricFamily,
         SummaryMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
     ]:
         # CounterMetricFamily takes the name without `_total` and adds it to the samples.
         return (
@@ -135,6 +178,23 @@ class CircuitBreakerCollector:
                 "Durations of the successful and failed calls through the circuit breaker.",
                 labels=["circuit_breaker"],
                 unit="seconds",
+            ),
+            CounterMetricFamily(
+                "circuit_breaker_state_seconds",
+                "Seconds the circuit breaker has spent in each state.",
+                labels=["circuit_breaker", "state"],
+                unit="seconds",
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_availability_ratio",
+                "Share of the circuit breaker's life since creation or reset not spent open.",
+                labels=["circuit_breaker"],
+                unit="ratio",
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_throughput_requests_per_second",
+                "Calls let through per second over the circuit breaker's window_duration.",
+                labels=["circuit_breaker"],
             ),
         )
 

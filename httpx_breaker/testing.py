@@ -52,7 +52,7 @@ from typing import Any, overload
 
 from ._breaker import CircuitBreaker
 from ._registry import BreakerRegistry
-from ._state import BreakerEvent, CircuitState
+from ._state import CircuitState
 from ._transport import AsyncCircuitBreakerTransport, CircuitBreakerTransport
 from ._upstream import Upstream
 
@@ -160,8 +160,8 @@ def set_state(target: Target, *args: Any, forced: bool = False) -> CircuitBreake
       (plus jitter, if configured). Advance the clock by ``breaker.retry_after`` and
       the next call is a probe. Listeners hear ``CLOSED -> OPEN`` with cause
       ``"testing"``; no failures are added to the metrics.
-    - HALF_OPEN: opened as above, then the open period is ended, so listeners also
-      hear ``OPEN -> HALF_OPEN`` (cause ``"reset_timeout"``); no probe is in flight.
+    - HALF_OPEN: opened as above for no time, so listeners also hear
+      ``OPEN -> HALF_OPEN`` (cause ``"reset_timeout"``); no probe is in flight.
 
     A breaker that was in another state is `reset()` first, so it starts clean.
 
@@ -216,20 +216,9 @@ def set_state(target: Target, *args: Any, forced: bool = False) -> CircuitBreake
         return breaker
 
     breaker.reset()
-    if state is CircuitState.CLOSED:
-        return breaker
-    # The engine's own transition, taken under its lock as every transition is; this
-    # module ships with the engine, and tests/test_testing.py pins the behaviour.
-    events: list[BreakerEvent] = []
-    with breaker._lock:
-        breaker._transition(CircuitState.OPEN, breaker._clock(), "testing", events)
-        if state is CircuitState.HALF_OPEN:
-            # End the open period; reading `state` below then takes the natural
-            # OPEN -> HALF_OPEN transition.
-            breaker._open_until = -math.inf
-    breaker._emit(events)
-    if state is CircuitState.HALF_OPEN:
-        _ = breaker.state
+    if state is not CircuitState.CLOSED:
+        # From CLOSED to HALF_OPEN the engine passes through OPEN for no time.
+        breaker.transition_to(state, cause="testing")
     return breaker
 
 
@@ -239,13 +228,15 @@ def breaker_testing(*targets: Target, clock: FakeClock | None = None) -> Iterato
 
     Each target is a breaker, a registry, a transport or a decorated function. For a
     registry (or a transport's registry), the breakers it already holds and those it
-    creates inside the block read the fake clock. On exit every clock is put back,
-    and an open period that is still running keeps the time it had left.
+    creates inside the block read the fake clock. The clocks are swapped both ways
+    with `CircuitBreaker.set_clock`, which keeps every time a breaker holds as old as
+    it was: an open period running when the block starts (or ends) keeps the time it
+    has left, and outcomes in the window keep their age, so they leave it
+    `window_duration` after they were recorded, on either clock.
 
     Args:
         clock: the clock to use; by default a new `FakeClock` that starts at the
-            current `time.monotonic()`, so open periods already running keep their
-            length.
+            current `time.monotonic()`.
 
     Raises:
         TypeError: no targets, or one of an unknown kind.
@@ -268,17 +259,16 @@ def breaker_testing(*targets: Target, clock: FakeClock | None = None) -> Iterato
         breakers.append(breaker)
 
     fake = clock if clock is not None else FakeClock(time.monotonic())
-    saved_registry_clocks = [(registry, registry._clock) for registry in registries]
-    # The clock each breaker goes back to on exit.
+    # The clock each breaker goes back to on exit, and each registry's.
     originals: dict[int, tuple[CircuitBreaker, Callable[[], float]]] = {}
+    registry_clocks = [(registry, registry.set_clock(fake)) for registry in registries]
 
-    def swap(breaker: CircuitBreaker) -> None:
+    def swap(breaker: CircuitBreaker, back_to: Callable[[], float] | None = None) -> None:
         if id(breaker) not in originals:
-            originals[id(breaker)] = (breaker, breaker._clock)
-            breaker._clock = fake
+            old = breaker.set_clock(fake)
+            originals[id(breaker)] = (breaker, back_to or old)
 
     for registry in registries:
-        registry._clock = fake
         for breaker in registry.values():
             swap(breaker)
     for breaker in breakers:
@@ -286,22 +276,14 @@ def breaker_testing(*targets: Target, clock: FakeClock | None = None) -> Iterato
     try:
         yield fake
     finally:
-        for registry, old_clock in saved_registry_clocks:
-            registry._clock = old_clock
+        for registry, old_clock in registry_clocks:
+            registry.set_clock(old_clock)
+            # Breakers made inside the block go to the clock the registry gives.
             for breaker in registry.values():
-                if id(breaker) not in originals and breaker._clock is fake:
-                    originals[id(breaker)] = (breaker, old_clock or time.monotonic)
+                if breaker.clock is fake:
+                    swap(breaker, old_clock or time.monotonic)
         for breaker, old_clock in originals.values():
-            _restore(breaker, fake, old_clock)
-
-
-def _restore(breaker: CircuitBreaker, fake: FakeClock, old_clock: Callable[[], float]) -> None:
-    """Give `breaker` its clock back, keeping the time left of a running open period."""
-    with breaker._lock:
-        breaker._clock = old_clock
-        until = breaker._open_until
-        if math.isfinite(until) and breaker._forced is None:
-            breaker._open_until = old_clock() + (until - fake())
+            breaker.set_clock(old_clock)
 
 
 try:

@@ -431,6 +431,79 @@ def test_jitter_with_real_random_stays_in_bounds(clock: FakeClock) -> None:
     assert len(set(seen)) > 1
 
 
+@pytest.mark.parametrize("draw", [0.0, 0.25, 0.5, 0.999, 1.0 - 2**-53])
+def test_jitter_never_takes_an_open_period_past_max_reset_timeout(
+    clock: FakeClock, draw: float
+) -> None:
+    """max_reset_timeout is a hard cap: at the cap the jitter range moves down to end
+    there (never below reset_timeout), so open periods stay spread and capped."""
+    breaker = make(
+        clock, failure_threshold=1, reset_timeout=10.0, reset_timeout_multiplier=2.0,
+        max_reset_timeout=25.0, jitter=0.5, half_open_max_requests=1,
+    )
+    breaker._random = lambda: draw
+    fail(breaker)
+    periods = []
+    for _ in range(4):
+        period = breaker.retry_after
+        assert period is not None
+        periods.append(period)
+        clock.advance(period)
+        fail(breaker)  # the probe fails: the next period is doubled, up to the cap
+    assert all(10.0 <= p <= 25.0 for p in periods), periods
+    # Round 0: [10, 15]; round 1 (20 s): [15, 25]; at the cap (25 s): [12.5, 25].
+    assert periods == pytest.approx(
+        [10.0 + 5.0 * draw, 15.0 + 10.0 * draw, 12.5 + 12.5 * draw, 12.5 + 12.5 * draw]
+    )
+
+
+def test_jitter_at_the_cap_still_spreads_a_fleet(clock: FakeClock) -> None:
+    """With real randomness, breakers whose jitter reaches the cap do not all probe at
+    once; with no room between reset_timeout and the cap, there is no jitter."""
+    config = CircuitBreakerConfig(
+        failure_threshold=1, reset_timeout=10.0, max_reset_timeout=11.0, jitter=0.2
+    )
+    periods = set()
+    for i in range(50):
+        breaker = CircuitBreaker(f"fleet-{i}", config, clock=clock)
+        fail(breaker)
+        period = breaker.retry_after
+        assert period is not None and 10.0 <= period <= 11.0
+        periods.add(period)
+    assert len(periods) > 1
+    pinned = CircuitBreaker("pinned", config.replace(max_reset_timeout=10.0), clock=clock)
+    fail(pinned)
+    assert pinned.retry_after == 10.0
+
+
+def test_retry_after_agrees_with_the_rejection_in_every_state(clock: FakeClock) -> None:
+    """`breaker.retry_after` is what a rejection would say: 0.0 when a call would pass,
+    the rest of the open period when OPEN, None when nobody can tell (HALF_OPEN with
+    every probe slot taken, forced open)."""
+    breaker = make(clock, failure_threshold=1, reset_timeout=30.0, half_open_max_requests=1)
+
+    def rejection() -> float | None:
+        with pytest.raises(CircuitOpenError) as info:
+            breaker.call(lambda: None)
+        return info.value.retry_after
+
+    assert breaker.retry_after == 0.0  # CLOSED
+    fail(breaker)
+    clock.advance(10.0)
+    assert breaker.retry_after == rejection() == 20.0
+    clock.advance(20.0)
+    assert breaker.state is HALF_OPEN
+    assert breaker.retry_after == 0.0  # a probe would pass
+    token = breaker._acquire()  # the one probe, in flight
+    assert breaker.retry_after is None
+    assert rejection() is None
+    breaker._release_abandoned(token)
+    assert breaker.retry_after == 0.0
+    breaker.force_open()
+    assert breaker.retry_after is None
+    assert rejection() is None
+
+
 # -- outcomes --------------------------------------------------------------------
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import re
 import subprocess
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -177,7 +180,9 @@ def test_get_all_returns_a_copy() -> None:
 TYPING_CHECK = """
 from __future__ import annotations
 
-from httpx_breaker import BreakerMetrics, CircuitBreakerConfig, circuit_breaker
+import httpx
+
+from httpx_breaker import BreakerMetrics, CircuitBreakerConfig, breaker_info, circuit_breaker
 
 
 @circuit_breaker
@@ -215,6 +220,11 @@ async def main() -> None:
     named(1.0)  # error: call-arg
     Client().get(42)  # error: arg-type
     print(metrics)
+    info = breaker_info(httpx.Response(200))
+    if info is not None:
+        reveal_type(info["state"])
+        reveal_type(info["breaker"].get_metrics().availability)
+        info["nope"]  # error: typeddict-item
 """
 
 
@@ -222,7 +232,8 @@ async def main() -> None:
 def test_decorated_functions_type_check_under_mypy_strict(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """mypy --strict keeps the wrapped signature, knows `.circuit_breaker()`, and flags bad calls."""
+    """mypy --strict keeps the wrapped signature, knows `.circuit_breaker()`, and flags bad
+    calls; `breaker_info` gives a typed view of the response extension."""
     source = tmp_path / "uses_decorator.py"
     source.write_text(TYPING_CHECK)
     # pytest -p no:cacheprovider leaves no config.cache: fall back to a fresh folder.
@@ -263,4 +274,118 @@ def test_decorated_functions_type_check_under_mypy_strict(
         elif message.startswith("Revealed type is"):
             revealed.append(message.removeprefix("Revealed type is ").strip('"').split(".")[-1])
     assert errors == expected_errors, done.stdout + done.stderr
-    assert revealed == ["BreakerMetrics", "str", "bytes", "float", "int", "CircuitBreaker"]
+    assert revealed == [
+        "BreakerMetrics", "str", "bytes", "float", "int", "CircuitBreaker", "CircuitState", "float"
+    ]
+
+
+# -- callables that are async without being `async def` (defect 6 of issue 10) ------
+
+
+class AsyncCallable:
+    """An object whose `__call__` is a coroutine function (as many SDK clients are)."""
+
+    async def __call__(self, fail: bool = False) -> str:
+        await anyio.lowlevel.checkpoint()
+        if fail:
+            raise Boom
+        return "ok"
+
+
+async def fetch_or_fail(fail: bool = False) -> str:
+    await anyio.lowlevel.checkpoint()
+    if fail:
+        raise Boom
+    return "ok"
+
+
+def one_shot_config() -> CircuitBreakerConfig:
+    return CircuitBreakerConfig(failure_threshold=1, reset_timeout=10.0, half_open_max_requests=1)
+
+
+@pytest.mark.anyio
+async def test_object_with_async_call_is_judged_when_awaited(clock: FakeClock) -> None:
+    """An object with `async def __call__` gets an async wrapper: failures are seen."""
+    fetch = circuit_breaker(config=one_shot_config(), clock=clock)(AsyncCallable())
+    assert inspect.iscoroutinefunction(fetch)
+    assert await fetch() == "ok"
+    with pytest.raises(Boom):
+        await fetch(fail=True)
+    breaker = fetch.circuit_breaker()
+    m = breaker.get_metrics()
+    assert (m.successful_requests, m.failed_requests) == (1, 1)
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.name == f"{__name__}.AsyncCallable"
+
+
+@pytest.mark.anyio
+async def test_partial_of_a_coroutine_function_is_judged_when_awaited(clock: FakeClock) -> None:
+    """A functools.partial of an `async def` (or of an async callable) is async, and named
+    after what it wraps."""
+    fail = circuit_breaker(config=one_shot_config(), clock=clock)(
+        functools.partial(fetch_or_fail, True)
+    )
+    assert inspect.iscoroutinefunction(fail)
+    assert fail.circuit_breaker().name == f"{__name__}.fetch_or_fail"
+    with pytest.raises(Boom):
+        await fail()
+    assert fail.circuit_breaker().get_metrics().failed_requests == 1
+    assert fail.circuit_breaker().state is CircuitState.OPEN
+
+    of_object = circuit_breaker(name="partial-object", config=one_shot_config(), clock=clock)(
+        functools.partial(AsyncCallable(), fail=True)
+    )
+    with pytest.raises(Boom):
+        await of_object()
+    m = of_object.circuit_breaker().get_metrics()
+    assert (m.successful_requests, m.failed_requests) == (0, 1)
+
+
+@pytest.mark.anyio
+async def test_sync_function_returning_a_coroutine_is_judged_when_awaited(
+    clock: FakeClock,
+) -> None:
+    """A plain function that returns an awaitable: admitted when called, judged when the
+    awaitable is awaited, which the wrapper hands back as a real coroutine."""
+    calls: list[bool] = []
+
+    @circuit_breaker(name="returns-awaitable", config=one_shot_config(), clock=clock)
+    def fetch(fail: bool = False) -> Coroutine[Any, Any, str]:
+        calls.append(fail)
+        return fetch_or_fail(fail)
+
+    pending = fetch()
+    assert inspect.iscoroutine(pending)  # so asyncio.create_task() and gather() take it
+    breaker = fetch.circuit_breaker()
+    assert breaker.get_metrics().total_requests == 0  # nothing judged before the await
+    clock.advance(2.0)
+    assert await pending == "ok"
+    m = breaker.get_metrics()
+    assert (m.successful_requests, m.failed_requests, m.total_response_time) == (1, 0, 2.0)
+    with pytest.raises(Boom):
+        await fetch(fail=True)
+    assert breaker.get_metrics().failed_requests == 1
+    assert breaker.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        fetch()  # refused when called: the function does not run
+    assert calls == [False, True]
+
+
+@pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
+def test_an_awaitable_never_awaited_returns_its_probe_permit(clock: FakeClock) -> None:
+    """A probe whose awaitable is dropped unawaited gives its permit back when collected."""
+
+    @circuit_breaker(name="dropped-awaitable", config=one_shot_config(), clock=clock)
+    def fetch() -> Coroutine[Any, Any, str]:
+        return fetch_or_fail()
+
+    breaker = fetch.circuit_breaker()
+    with pytest.raises(Boom):  # open it the ordinary way
+        breaker.call(lambda: (_ for _ in ()).throw(Boom()))
+    clock.advance(10.0)
+    assert breaker.state is CircuitState.HALF_OPEN
+    fetch()  # the one probe slot, dropped at once
+    gc.collect()
+    assert breaker.get_metrics().ignored_requests == 1
+    pending = fetch()  # the slot is free again
+    pending.close()

@@ -68,6 +68,9 @@ def test_short_demo_shows_every_transition_and_no_leak() -> None:
     assert out.count("reached the server while its breaker was open: 0") == 2
     assert "catalog" in out and "breaker: CLOSED (no state change)" in out
     assert "rejected by the breaker without any I/O" in out
+    # The seed's other two core metrics, per host: the healthy one was never open.
+    assert out.count("calls/s (averaged over the last 60 s, longer than this run)") == 2
+    assert "availability 100.0% (share of its life not OPEN)" in out
 
 
 @dataclass

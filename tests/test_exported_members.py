@@ -11,6 +11,7 @@ import httpx_breaker
 
 PUBLIC_NAMES = [
     "AsyncCircuitBreakerTransport",
+    "BreakerInfo",
     "BreakerMetrics",
     "BreakerRegistry",
     "BulkheadFullError",
@@ -21,6 +22,7 @@ PUBLIC_NAMES = [
     "CircuitState",
     "CircuitTimeoutError",
     "RequestRejected",
+    "breaker_info",
     "circuit_breaker",
     "get_all_circuit_breakers",
 ]
@@ -38,6 +40,7 @@ def test_every_public_name_is_importable() -> None:
         assert getattr(httpx_breaker, name) is not None, name
     from httpx_breaker import (  # noqa: F401  (the import itself is the test)
         AsyncCircuitBreakerTransport,
+        BreakerInfo,
         BreakerMetrics,
         BreakerRegistry,
         BulkheadFullError,
@@ -48,6 +51,7 @@ def test_every_public_name_is_importable() -> None:
         CircuitState,
         CircuitTimeoutError,
         RequestRejected,
+        breaker_info,
         circuit_breaker,
         get_all_circuit_breakers,
     )

@@ -171,6 +171,10 @@ def test_dashboard_summary_rows_and_order(clock: FakeClock) -> None:
         "success_rate": 0.25,
         "failure_rate": 0.75,
         "average_response_time": pytest.approx(1.0),
+        # Made at 1000 s, 4 calls between 1045 and 1049 s, forced open at 1049 s, read
+        # at 1054 s: 4 calls in the last 60 s, and open 5 of its 54 s.
+        "throughput": pytest.approx(4 / 60),
+        "availability": pytest.approx(49 / 54),
     }
     assert data["breakers"][0]["state"] == "half_open"
 

@@ -79,6 +79,7 @@ def test_instruments_report_the_breakers_numbers(
     _call(breaker, clock, 1.0, fail=True)  # opens
     _call(breaker, clock, 0.0, fail=False)  # rejected
     _call(breaker, clock, 0.0, fail=False)  # rejected
+    clock.advance(0.25)  # closed 1.75 s, then open 0.25 s
     register_metrics([breaker], meter_provider=provider)
 
     points, metrics = _collect(reader)
@@ -93,6 +94,9 @@ def test_instruments_report_the_breakers_numbers(
         "circuit_breaker.state_changes": ("Sum", True, "{change}"),
         "circuit_breaker.state": ("Sum", False, "{breaker}"),
         "circuit_breaker.response_time": ("Sum", True, "s"),
+        "circuit_breaker.time_in_state": ("Sum", True, "s"),
+        "circuit_breaker.availability": ("Gauge", None, "1"),
+        "circuit_breaker.throughput": ("Gauge", None, "{request}/s"),
     }
     name = {"circuit_breaker.name": "api.example.com"}
     outcomes = {
@@ -118,6 +122,15 @@ def test_instruments_report_the_breakers_numbers(
     }
     assert states == {"closed": 0, "open": 1, "half_open": 0}
     assert _point(points, "circuit_breaker.response_time", **name) == pytest.approx(1.75)
+    time_in_state = {
+        state: _point(
+            points, "circuit_breaker.time_in_state", **name, **{"circuit_breaker.state": state}
+        )
+        for state in ("closed", "open", "half_open")
+    }
+    assert time_in_state == pytest.approx({"closed": 1.75, "open": 0.25, "half_open": 0.0})
+    assert _point(points, "circuit_breaker.availability", **name) == pytest.approx(0.875)
+    assert _point(points, "circuit_breaker.throughput", **name) == pytest.approx(3 / 60)
 
 
 def _changes_key(name: str, old: str, new: str) -> tuple[str, frozenset[tuple[str, Any]]]:
@@ -207,7 +220,7 @@ def test_close_stops_reporting(
     """After close() the callbacks report nothing."""
     breaker = CircuitBreaker("closing", clock=clock)
     registered = register_metrics([breaker], meter_provider=provider)
-    assert len(registered.instruments) == 5
+    assert len(registered.instruments) == 8
     assert _collect(reader)[0]
     registered.close()
     assert not _collect(reader)[0]

@@ -36,6 +36,9 @@ NAMES = {
     "circuit_breaker_state",
     "circuit_breaker_response_time_seconds_count",
     "circuit_breaker_response_time_seconds_sum",
+    "circuit_breaker_state_seconds_total",
+    "circuit_breaker_availability_ratio",
+    "circuit_breaker_throughput_requests_per_second",
 }
 
 
@@ -87,6 +90,7 @@ def test_exposition_names_types_and_values(clock: FakeClock) -> None:
     _call(breaker, clock, 1.0, fail=True)
     _call(breaker, clock, 2.0, fail=True)  # opens
     _call(breaker, clock, 0.0, fail=False)  # rejected
+    clock.advance(1.25)  # closed 3.75 s, then open 1.25 s
     registry, _ = _registry([breaker])
 
     text = _scrape_text(registry)
@@ -97,6 +101,9 @@ def test_exposition_names_types_and_values(clock: FakeClock) -> None:
         "circuit_breaker_state_changes": "counter",
         "circuit_breaker_state": "gauge",
         "circuit_breaker_response_time_seconds": "summary",
+        "circuit_breaker_state_seconds": "counter",
+        "circuit_breaker_availability_ratio": "gauge",
+        "circuit_breaker_throughput_requests_per_second": "gauge",
     }
     samples = _parse(text)
     assert {name for name, _ in samples} == NAMES
@@ -125,6 +132,16 @@ def test_exposition_names_types_and_values(clock: FakeClock) -> None:
     assert _value(
         samples, "circuit_breaker_response_time_seconds_sum", circuit_breaker=name
     ) == pytest.approx(3.75)
+    assert {
+        state: _value(samples, "circuit_breaker_state_seconds_total", circuit_breaker=name, state=state)
+        for state in ("closed", "open", "half_open")
+    } == pytest.approx({"closed": 3.75, "open": 1.25, "half_open": 0.0})
+    assert _value(
+        samples, "circuit_breaker_availability_ratio", circuit_breaker=name
+    ) == pytest.approx(0.75)
+    assert _value(
+        samples, "circuit_breaker_throughput_requests_per_second", circuit_breaker=name
+    ) == pytest.approx(4 / 60)
 
 
 def test_every_possible_state_change_is_exported_from_zero(clock: FakeClock) -> None:
@@ -355,6 +372,9 @@ def test_describe_names_the_families_without_reading_breakers() -> None:
         "circuit_breaker_state_changes",
         "circuit_breaker_state",
         "circuit_breaker_response_time_seconds",
+        "circuit_breaker_state_seconds",
+        "circuit_breaker_availability_ratio",
+        "circuit_breaker_throughput_requests_per_second",
     ]
     assert all(not f.samples for f in families)
     registry = CollectorRegistry()
@@ -418,3 +438,33 @@ def test_import_error_names_the_extra() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'httpx-breaker[prometheus]'" in done.stdout
+
+
+def test_availability_over_a_range_from_the_state_seconds_counter(clock: FakeClock) -> None:
+    """The documented PromQL, done by hand on two scrapes: 1 - increase(open) / increase(all)
+    is the share of that range not spent OPEN; the counters never go down meanwhile."""
+    config = CircuitBreakerConfig(failure_threshold=1, reset_timeout=30.0, half_open_max_requests=1)
+    breaker = CircuitBreaker("ranged", config, clock=clock)
+    registry, _ = _registry([breaker])
+    clock.advance(100.0)
+
+    def seconds() -> dict[str, float]:
+        samples = _scrape(registry)
+        return {
+            state: _value(samples, "circuit_breaker_state_seconds_total", circuit_breaker="ranged", state=state)
+            for state in ("closed", "open", "half_open")
+        }
+
+    first = seconds()
+    _call(breaker, clock, 0.0, fail=True)  # opens at 100 s
+    clock.advance(45.0)  # 30 s open, then 15 s half-open, unnoticed
+    middle = seconds()
+    _call(breaker, clock, 5.0, fail=False)  # the probe, 5 s long, closes
+    clock.advance(50.0)
+    last = seconds()
+    for earlier, later in ((first, middle), (middle, last)):
+        assert all(later[s] >= earlier[s] for s in earlier)
+    increase = {state: last[state] - first[state] for state in last}
+    assert sum(increase.values()) == pytest.approx(100.0)  # the range: 100 s to 200 s
+    assert 1 - increase["open"] / sum(increase.values()) == pytest.approx(0.7)
+    assert increase == pytest.approx({"closed": 50.0, "open": 30.0, "half_open": 20.0})

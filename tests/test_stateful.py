@@ -55,6 +55,9 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+START = 1000.0  # the fake clock's time when the breaker is made
+
+
 @dataclasses.dataclass
 class Model:
     """The contract of DESIGN.md, written as plainly as possible."""
@@ -72,8 +75,24 @@ class Model:
     counts: dict[int, int] = dataclasses.field(default_factory=lambda: dict.fromkeys((0, 1, 2), 0))
     rejected: int = 0
     changes: list[tuple[float, CircuitState, CircuitState]] = dataclasses.field(default_factory=list)
+    entered: float = START
+    seconds: dict[CircuitState, float] = dataclasses.field(
+        default_factory=lambda: dict.fromkeys((CLOSED, OPEN, HALF_OPEN), 0.0)
+    )
+
+    def seconds_at(self, now: float) -> dict[CircuitState, float]:
+        """Time in each state up to `now`: an open period ends at open_until."""
+        seconds = dict(self.seconds)
+        if self.state is OPEN and now > self.open_until:
+            seconds[OPEN] += self.open_until - self.entered
+            seconds[HALF_OPEN] += now - self.open_until
+        else:
+            seconds[self.state] += now - self.entered
+        return seconds
 
     def move(self, new: CircuitState, now: float) -> None:
+        self.seconds = self.seconds_at(now)
+        self.entered = now
         self.changes.append((now, self.state, new))
         self.state = new
         self.generation += 1
@@ -149,7 +168,7 @@ class Model:
 class BreakerVersusModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.clock = FakeClock()
+        self.clock = FakeClock(START)
         self.pending: list[tuple[int, int, float]] = []  # breaker token, model token, start
 
     @initialize(cfg=configs())
@@ -161,6 +180,8 @@ class BreakerVersusModel(RuleBasedStateMachine):
     def call(self, outcome: int, duration: float) -> None:
         """A whole call through `breaker.call`, lasting `duration` on the clock."""
         start = self.clock.now
+        # What the breaker says about waiting must match what a rejection says.
+        told = self.breaker.retry_after
         expected = self.model.admit(start)
         ran = False
 
@@ -180,6 +201,7 @@ class BreakerVersusModel(RuleBasedStateMachine):
             assert expected is None
             assert not ran
             assert exc.state is self.model.state
+            assert exc.retry_after == told
             if self.model.state is OPEN:
                 assert exc.retry_after == pytest.approx(self.model.open_until - start)
             return
@@ -187,6 +209,7 @@ class BreakerVersusModel(RuleBasedStateMachine):
             pass
         assert expected is not None
         assert ran
+        assert (told == 0.0) == (expected != DRY_RUN)  # a dry run lets refused calls by
         self.model.finish(expected, outcome, start, self.clock.now)
 
     @rule()
@@ -241,6 +264,17 @@ class BreakerVersusModel(RuleBasedStateMachine):
             len(live), sum(f for _, f, _ in live), sum(s for _, _, s in live)
         )
         assert list(m.state_changes) == model.changes[-1000:]
+        # Time per state: as the model counts it, summing to the breaker's age, and
+        # never going back (exporters report it as counters).
+        seconds = dict(m.state_seconds)
+        assert seconds == pytest.approx(model.seconds_at(now))
+        assert sum(seconds.values()) == pytest.approx(now - START)
+        previous = getattr(self, "previous_seconds", seconds)
+        assert all(seconds[s] >= previous[s] for s in seconds)
+        self.previous_seconds = seconds
+        alive = now - START
+        assert m.availability == (pytest.approx(1.0 - seconds[OPEN] / alive) if alive else 1.0)
+        assert m.throughput >= 0.0
         if model.state is OPEN:
             assert self.breaker.retry_after == pytest.approx(model.open_until - now)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -274,3 +275,43 @@ async def test_upstream_is_exported_for_real_server_tests() -> None:
                 assert response.status_code == 200
                 assert transport.registry[info.value.key].state is CircuitState.CLOSED
         assert [path for _, _, path in upstream.requests] == ["/anything"] * 3
+
+
+def test_breaker_testing_moves_the_windows_outcomes_back_to_the_real_clock() -> None:
+    """Outcomes recorded on the fake clock keep their age when the real clock returns:
+    they leave the window window_duration later, not never (nor at once)."""
+    real = FakeClock(1000.0)  # stands for time.monotonic, which a test cannot move
+    config = CircuitBreakerConfig(failure_threshold=100, window_duration=60.0)
+    breaker = CircuitBreaker("testing-window", config, clock=real)
+    with breaker_testing(breaker, clock=FakeClock(50_000.0)) as fake:
+        breaker.call(lambda: None)
+        fake.advance(10.0)
+    assert breaker.clock is real
+    assert breaker.get_metrics().window_requests == 1  # 10 s old: still in
+    real.advance(49.0)
+    assert breaker.get_metrics().window_requests == 1  # 59 s old
+    real.advance(2.0)
+    assert breaker.get_metrics().window_requests == 0  # 61 s old: gone
+
+    with breaker_testing(breaker, clock=FakeClock(0.0)):
+        breaker.call(lambda: None)
+    assert breaker.get_metrics().window_requests == 1  # not 1,051 s old at once
+
+
+def test_breaker_testing_with_any_fake_clock_keeps_a_running_open_period() -> None:
+    """A fake clock that starts anywhere (here at 0) still sees the period's remainder."""
+    breaker = CircuitBreaker("testing-any-clock", CONFIG, clock=FakeClock(1000.0))
+    set_state(breaker, CircuitState.OPEN)
+    with breaker_testing(breaker, clock=FakeClock(0.0)) as clock:
+        assert breaker.retry_after == 30.0
+        clock.advance(29.0)
+        assert breaker.state is CircuitState.OPEN
+    assert breaker.retry_after == 1.0
+
+
+def test_the_helpers_touch_no_private_attribute() -> None:
+    """set_state and breaker_testing are ordinary clients of the breaker's and the
+    registry's documented seams."""
+    source = Path(httpx_breaker.testing.__file__).read_text()
+    private = sorted(set(re.findall(r"\b(?:breaker|registry|target)\._[a-z]\w*", source)))
+    assert private == []

@@ -54,21 +54,24 @@ def test_clear_empties_the_window() -> None:
     assert (window.count, window.failures, window.slow) == (2, 1, 0)
 
 
-def test_memory_is_fixed_at_construction() -> None:
-    """The ring buffers never grow, whatever is recorded."""
+def test_memory_is_fixed() -> None:
+    """The ring buffers never grow, whatever is recorded (the flags are made once)."""
     window = SlidingWindow(4, 1.0)
+    window.record(0.0, FAILED)
     times, flags = window._times, window._flags
     for i in range(1000):
         window.record(i * 0.1, i % 4)
         window.expire(i * 0.1)
     assert window._times is times and window._flags is flags
-    assert len(times) == len(flags) == 4
+    assert flags is not None and len(times) == len(flags) == 4
 
 
 operation = st.one_of(
     st.tuples(st.just("record"), st.floats(0, 3, allow_nan=False), st.integers(0, 3)),
     st.tuples(st.just("expire"), st.floats(0, 3, allow_nan=False), st.just(0)),
     st.tuples(st.just("clear"), st.just(0.0), st.just(0)),
+    st.tuples(st.just("push"), st.floats(0, 3, allow_nan=False), st.just(0)),
+    st.tuples(st.just("shift"), st.floats(-1000, 1000, allow_nan=False), st.just(0)),
 )
 
 
@@ -86,7 +89,7 @@ def test_running_counts_match_a_brute_force_recount(
     reference: list[tuple[float, int]] = []
     now = 0.0
     for kind, step, flags in ops:
-        now += step  # time only moves forward
+        now += step  # time only moves forward, but for a clock swap (shift)
         if kind == "record":
             window.expire(now)
             window.record(now, flags)
@@ -95,10 +98,39 @@ def test_running_counts_match_a_brute_force_recount(
         elif kind == "expire":
             window.expire(now)
             reference = [(t, f) for t, f in reference if t >= now - duration]
-        else:
+        elif kind == "push" and not (window.failures or window.slow):
+            # The breaker's hot path: a success while no failed or slow outcome is in
+            # the window, with no expiry.
+            window.push_success(now)
+            reference = [*reference, (now, 0)][-size:]
+        elif kind == "shift":
+            # The breaker's clock was swapped: every time moves by `step` (either way),
+            # and `now` with them.
+            window.shift(step)
+            reference = [(t + step, f) for t, f in reference]
+        elif kind == "clear":
             window.clear()
             reference = []
         assert window.count == len(reference)
         assert window.failures == sum(1 for _, f in reference if f & FAILED)
         assert window.slow == sum(1 for _, f in reference if f & SLOW)
         assert window.count <= size
+
+
+def test_flags_are_kept_only_once_an_outcome_has_one() -> None:
+    """A window of successes keeps no flags; the first failure makes them, and the
+    successes recorded before it still read as successes when they leave."""
+    window = SlidingWindow(3, 100.0)
+    window.record(0.0, 0)
+    window.push_success(1.0)
+    assert window._flags is None
+    window.record(2.0, FAILED)
+    assert window._flags is not None
+    window.record(3.0, SLOW)  # evicts the first success
+    assert (window.count, window.failures, window.slow) == (3, 1, 1)
+    window.clear()
+    window.push_success(4.0)  # over the old FAILED slot: reads as a success
+    window.push_success(5.0)
+    window.push_success(6.0)
+    window.record(7.0, 0)
+    assert (window.count, window.failures, window.slow) == (3, 0, 0)
