@@ -462,8 +462,10 @@ def test_deadlines_keep_no_event_loop_alive() -> None:
         # A deadline far in the future: its timer is still pending when the run ends.
         assert await _deadline.run_with_deadline(asyncio.sleep(0), 60.0, "svc") is None
 
+    gc.collect()
+    before = len(_deadline._sweepers)  # loops other tests keep running may have one
     for _ in range(5):
         asyncio.run(one_run())
     gc.collect()
     assert [ref() for ref in loops] == [None] * 5
-    assert len(_deadline._sweepers) == 0
+    assert len(_deadline._sweepers) <= before
