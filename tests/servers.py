@@ -38,6 +38,7 @@ import secrets
 import selectors
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# One SSL context for every client the tests build: httpx would load the CA bundle for
+# each new transport (tens of ms each), though these servers speak plain HTTP.
+SSL_CONTEXT = ssl.create_default_context()
 TAG_HEADER = "x-test"
 STARTUP_TIMEOUT = 30.0  # seconds; generous, so a busy machine is slow, not failing
 
@@ -298,9 +302,8 @@ class Server:
 
         params = {"tag": tag} if path is None else {"tag": tag, "path": path}
         # A client of its own, with no breaker: reading the counter proves nothing else.
-        response = httpx.get(
-            self.url("/_control/count"), params=params, timeout=10, trust_env=False
-        )
+        with httpx.Client(verify=SSL_CONTEXT, trust_env=False, timeout=10) as client:
+            response = client.get(self.url("/_control/count"), params=params)
         response.raise_for_status()
         return int(response.json()["count"])
 
@@ -308,7 +311,8 @@ class Server:
         import httpx
 
         url = self.url(f"/_control/cache/{name}/{status}")
-        httpx.post(url, timeout=10, trust_env=False).raise_for_status()
+        with httpx.Client(verify=SSL_CONTEXT, trust_env=False, timeout=10) as client:
+            client.post(url).raise_for_status()
 
     def stop(self) -> None:
         """Stop the process by its PID: SIGTERM, then SIGKILL if it lingers."""
@@ -370,7 +374,8 @@ def start(kind: str) -> Server:
         raise RuntimeError(f"{kind} did not start: {log.read_text(errors='replace')}")
     while True:
         try:
-            if httpx.get(server.url("/ok"), timeout=5, trust_env=False).status_code == 200:
+            ok = httpx.get(server.url("/ok"), timeout=5, trust_env=False, verify=SSL_CONTEXT)
+            if ok.status_code == 200:
                 return server
         except httpx.TransportError:
             pass
@@ -404,4 +409,4 @@ if __name__ == "__main__":
     serve(sys.argv[1] if len(sys.argv) > 1 else "uvicorn")
 
 
-__all__ = ["Server", "http1_server", "http2_server", "new_tag", "start", "tagged"]
+__all__ = ["SSL_CONTEXT", "Server", "http1_server", "http2_server", "new_tag", "start", "tagged"]

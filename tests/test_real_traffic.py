@@ -36,7 +36,7 @@ from httpx_breaker import (
 )
 
 from .conftest import FakeClock
-from .servers import Server, new_tag, tagged
+from .servers import SSL_CONTEXT, Server, new_tag, tagged
 
 pytestmark = pytest.mark.anyio
 
@@ -57,6 +57,8 @@ def async_transport(
     **overrides: object,
 ) -> AsyncCircuitBreakerTransport:
     registry = BreakerRegistry(default=config(**overrides), clock=clock)
+    if inner is None:
+        inner = httpx.AsyncHTTPTransport(verify=SSL_CONTEXT)
     return AsyncCircuitBreakerTransport(inner, registry=registry)
 
 
@@ -66,6 +68,8 @@ def sync_transport(
     **overrides: object,
 ) -> CircuitBreakerTransport:
     registry = BreakerRegistry(default=config(**overrides), clock=clock)
+    if inner is None:
+        inner = httpx.HTTPTransport(verify=SSL_CONTEXT)
     return CircuitBreakerTransport(inner, registry=registry)
 
 
@@ -304,7 +308,8 @@ def test_timeout_defaults_to_none() -> None:
 
 async def test_no_timeout_means_no_deadline(http1_server: Server) -> None:
     """With the default config and a client with timeout=None, a slow answer is a success."""
-    transport = AsyncCircuitBreakerTransport(default=CircuitBreakerConfig())
+    inner = httpx.AsyncHTTPTransport(verify=SSL_CONTEXT)
+    transport = AsyncCircuitBreakerTransport(inner, default=CircuitBreakerConfig())
     async with httpx.AsyncClient(transport=transport, timeout=None) as client:
         response = await client.get(http1_server.url("/delay/0.3"))
     assert response.status_code == 200
@@ -314,7 +319,8 @@ async def test_no_timeout_means_no_deadline(http1_server: Server) -> None:
 
 def test_no_timeout_means_no_deadline_sync(http1_server: Server) -> None:
     """The sync transport with the default config sets no timeout of its own either."""
-    transport = CircuitBreakerTransport(default=CircuitBreakerConfig())
+    inner = httpx.HTTPTransport(verify=SSL_CONTEXT)
+    transport = CircuitBreakerTransport(inner, default=CircuitBreakerConfig())
     with httpx.Client(transport=transport, timeout=None) as client:
         response = client.get(http1_server.url("/delay/0.3"))
     assert response.status_code == 200
@@ -416,7 +422,7 @@ def one_connection() -> httpx.Limits:
 
 async def test_queueing_for_own_pool_never_opens_the_breaker(http1_server: Server) -> None:
     """Eight requests queued on one pooled connection: all succeed, the breaker never opens."""
-    inner = httpx.AsyncHTTPTransport(limits=one_connection())
+    inner = httpx.AsyncHTTPTransport(limits=one_connection(), verify=SSL_CONTEXT)
     transport = async_transport(inner=inner, timeout=POOL_TIMEOUT)
     outcomes: list[object] = []
 
@@ -442,7 +448,7 @@ async def test_queueing_for_own_pool_never_opens_the_breaker(http1_server: Serve
 
 def test_queueing_for_own_pool_never_opens_the_breaker_sync(http1_server: Server) -> None:
     """Eight threads sharing one pooled connection: all succeed, the breaker never opens."""
-    inner = httpx.HTTPTransport(limits=one_connection())
+    inner = httpx.HTTPTransport(limits=one_connection(), verify=SSL_CONTEXT)
     transport = sync_transport(inner=inner, timeout=POOL_TIMEOUT)
 
     def one(client: httpx.Client) -> object:
@@ -468,7 +474,7 @@ POOL_WAIT = httpx.Timeout(5.0, pool=0.05)
 
 async def test_pool_timeout_is_neither_success_nor_failure(http1_server: Server) -> None:
     """An httpx.PoolTimeout (our own pool full) is ignored by the default classifier."""
-    inner = httpx.AsyncHTTPTransport(limits=one_connection())
+    inner = httpx.AsyncHTTPTransport(limits=one_connection(), verify=SSL_CONTEXT)
     transport = async_transport(inner=inner)
     async with (
         httpx.AsyncClient(transport=transport, timeout=POOL_WAIT) as client,
@@ -487,7 +493,7 @@ async def test_pool_timeout_is_neither_success_nor_failure(http1_server: Server)
 
 def test_pool_timeout_is_neither_success_nor_failure_sync(http1_server: Server) -> None:
     """The sync transport ignores an httpx.PoolTimeout too."""
-    inner = httpx.HTTPTransport(limits=one_connection())
+    inner = httpx.HTTPTransport(limits=one_connection(), verify=SSL_CONTEXT)
     transport = sync_transport(inner=inner)
     with (
         httpx.Client(transport=transport, timeout=POOL_WAIT) as client,
@@ -523,7 +529,7 @@ async def test_cache_hit_below_the_breaker_does_not_close_it(
     tag = new_tag()
     cached = f"/cache/{tag}"
     cache = AsyncCacheTransport(
-        httpx.AsyncHTTPTransport(),
+        httpx.AsyncHTTPTransport(verify=SSL_CONTEXT),
         storage=AsyncSqliteStorage(database_path=hishel_storage_path),
         rfc=True,
     )
@@ -560,7 +566,7 @@ async def test_cache_above_the_breaker_serves_hits_while_open(
 
     tag = new_tag()
     cached = f"/cache/{tag}"
-    transport = async_transport(clock, inner=httpx.AsyncHTTPTransport())
+    transport = async_transport(clock, inner=httpx.AsyncHTTPTransport(verify=SSL_CONTEXT))
     cache = AsyncCacheTransport(
         transport, storage=AsyncSqliteStorage(database_path=hishel_storage_path), rfc=True
     )
@@ -589,7 +595,9 @@ def test_cache_hit_below_the_breaker_does_not_close_it_sync(
     tag = new_tag()
     cached = f"/cache/{tag}"
     cache = CacheTransport(
-        httpx.HTTPTransport(), storage=SqliteStorage(database_path=hishel_storage_path), rfc=True
+        httpx.HTTPTransport(verify=SSL_CONTEXT),
+        storage=SqliteStorage(database_path=hishel_storage_path),
+        rfc=True,
     )
     transport = sync_transport(clock, inner=cache, half_open_max_requests=1)
     with httpx.Client(transport=transport, headers=tagged(tag), timeout=GENEROUS) as client:
@@ -616,7 +624,7 @@ def test_cache_above_the_breaker_serves_hits_while_open_sync(
 
     tag = new_tag()
     cached = f"/cache/{tag}"
-    transport = sync_transport(clock, inner=httpx.HTTPTransport())
+    transport = sync_transport(clock, inner=httpx.HTTPTransport(verify=SSL_CONTEXT))
     cache = CacheTransport(
         transport, storage=SqliteStorage(database_path=hishel_storage_path), rfc=True
     )
