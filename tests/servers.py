@@ -269,7 +269,7 @@ def serve(kind: str) -> None:
         hconfig.bind = [f"fd://{sock.fileno()}"]
         hconfig.loglevel = "WARNING"
         hconfig.graceful_timeout = 0.5
-        asyncio.run(hypercorn.asyncio.serve(app, hconfig))  # type: ignore[arg-type]
+        asyncio.run(hypercorn.asyncio.serve(app, hconfig))
     else:
         raise SystemExit(f"unknown server {kind!r}: uvicorn or hypercorn")
 

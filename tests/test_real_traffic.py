@@ -333,18 +333,18 @@ SSE_TIMEOUT = 1.0
 SSE_PAUSE = 1.5
 
 
-def sse_config() -> dict[str, object]:
-    # One slow call out of one would open the breaker: the stream must not count as slow.
-    return {
-        "timeout": SSE_TIMEOUT,
-        "slow_call_duration": SSE_TIMEOUT,
-        "minimum_requests": 1,
-    }
+# One slow call out of one would open the breaker (minimum_requests=1, and the slow
+# rate threshold is 1.0): the stream must count as neither slow nor failed.
+SSE_POLICY: dict[str, float] = {
+    "timeout": SSE_TIMEOUT,
+    "slow_call_duration": SSE_TIMEOUT,
+    "minimum_requests": 1,
+}
 
 
 async def test_sse_pause_longer_than_timeout_is_read_whole(http1_server: Server) -> None:
     """An SSE stream pausing longer than `timeout` between events is read whole: a success, not slow."""
-    transport = async_transport(**sse_config())
+    transport = async_transport(None, None, **SSE_POLICY)
     url = http1_server.url(f"/sse?events=2&pause={SSE_PAUSE}")
     async with (
         httpx.AsyncClient(transport=transport, timeout=GENEROUS) as client,
@@ -361,7 +361,7 @@ async def test_sse_pause_longer_than_timeout_is_read_whole(http1_server: Server)
 
 def test_sse_pause_longer_than_timeout_is_read_whole_sync(http1_server: Server) -> None:
     """The sync transport does not shorten the body's per-read timeouts to `timeout`."""
-    transport = sync_transport(**sse_config())
+    transport = sync_transport(None, None, **SSE_POLICY)
     url = http1_server.url(f"/sse?events=2&pause={SSE_PAUSE}")
     with (
         httpx.Client(transport=transport, timeout=GENEROUS) as client,
