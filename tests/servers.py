@@ -409,4 +409,13 @@ if __name__ == "__main__":
     serve(sys.argv[1] if len(sys.argv) > 1 else "uvicorn")
 
 
-__all__ = ["SSL_CONTEXT", "Server", "http1_server", "http2_server", "new_tag", "start", "tagged"]
+__all__ = [
+    "SSL_CONTEXT",
+    "Server",
+    "http1_server",
+    "http2_server",
+    "new_tag",
+    "require",
+    "start",
+    "tagged",
+]

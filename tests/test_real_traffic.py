@@ -36,7 +36,7 @@ from httpx_breaker import (
 )
 
 from .conftest import FakeClock
-from .servers import SSL_CONTEXT, Server, new_tag, tagged
+from .servers import SSL_CONTEXT, Server, new_tag, require, tagged
 
 pytestmark = pytest.mark.anyio
 
@@ -234,14 +234,12 @@ async def test_probes_read_in_part_never_stick_half_open(
 # -- defect 7: the wrapper forwards the context-manager protocol --------------------
 
 
-def respx_transport(*, call_it: bool = False) -> MockTransport:
+def respx_transport() -> MockTransport:
     """A respx MockTransport whose router asserts on exit that its route was called."""
     router = respx.Router(assert_all_called=True, base_url="https://mocked.example")
     router.get("/a").respond(200, text="a")
     with pytest.warns(DeprecationWarning, match="MockTransport is deprecated"):
         transport = MockTransport(router=router)
-    if call_it:
-        transport.handle_request(httpx.Request("GET", "https://mocked.example/a"))
     return transport
 
 
@@ -515,7 +513,7 @@ def test_pool_timeout_is_neither_success_nor_failure_sync(http1_server: Server) 
 
 @pytest.fixture
 def hishel_storage_path(tmp_path: Path) -> Iterator[Path]:
-    pytest.importorskip("hishel")  # a dev dependency; see tests/servers.py for CI's rule
+    require("hishel", "anysqlite")  # dev dependencies: a skip locally, a failure under CI
     yield tmp_path / "hishel.db"
 
 
