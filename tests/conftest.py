@@ -1,4 +1,4 @@
-"""Shared fixtures: both async backends, a fake clock, a loopback upstream."""
+"""Shared fixtures: both async backends, a fake clock, a loopback upstream, real servers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from httpx_breaker._upstream import Upstream
+
+# Real uvicorn (HTTP/1.1) and hypercorn (HTTP/2) servers, session-scoped, for any module.
+from .servers import http1_server, http2_server  # noqa: F401
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
