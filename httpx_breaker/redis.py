@@ -249,7 +249,11 @@ class _Link:
             counts[1] += 1
             if failed:
                 counts[0] += 1
-        self._store._counting.add(self)
+        store = self._store
+        store._counting.add(self)
+        if not store._counts_armed:  # the first count of a batch wakes the store
+            store._counts_armed = True
+            store._wake()
 
     def detach(self) -> None:
         if not self.detached:
@@ -393,6 +397,7 @@ class RedisStore:
         self._links_lock = threading.Lock()
         self._ops: collections.deque[tuple[Any, ...]] = collections.deque()
         self._counting: set[_Link] = set()
+        self._counts_armed = False
         self._holding: set[_Link] = set()
         self._retrying: set[_Link] = set()
         self._pubsub: Any = None
@@ -599,20 +604,22 @@ class RedisStore:
             if self._clock() >= deadline:
                 raise redis.TimeoutError("no confirmation of the subscription")
         self._measure_offset()
+        # Work queued while disconnected is settled by the reconcile instead; work
+        # queued from here on is sent as usual, after it.
+        self._drop_ops()
+        self._reconcile()
         was = self._state
         self._connected = True
         if was == "disconnected":
             self._reconnects += 1
             logger.info(
-                "shared store %s is back after %.1f s; resynchronising",
+                "shared store %s is back after %.1f s; resynchronised",
                 self._display_url,
                 self._clock() - self._since,
                 extra={"store": self._display_url, "namespace": self._namespace},
             )
         self._set_state("connected")
         self._last_error = None
-        self._drop_ops()  # what they were for is settled by the reconcile below
-        self._reconcile()
         self._next_count = self._clock() + _COUNT_EVERY
 
     def _disconnect(self) -> None:
@@ -971,6 +978,7 @@ class RedisStore:
     # -- share_counts ----------------------------------------------------------------------
 
     def _send_counts(self) -> None:
+        self._counts_armed = False
         links = list(self._counting)
         self._counting.difference_update(links)
         for link in links:
