@@ -246,6 +246,9 @@ local known, s = tonumber(ARGV[6]), ARGV[7]
 local ms_left, rounds, age = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local st = load()
 if st and st.e ~= known and st.t > now - age then return answer(st, 'kept') end
+-- Half-open is the end of an open period, not a decision: it never cuts the fleet's
+-- period short on the server's clock.
+if s == 'h' and st and st.s == 'o' and st.u > now then return answer(st, 'kept') end
 if s == 'c' then
   if not st then return answer(st, 'unchanged') end
   return answer(enter(st, 'c', 0, 0, 'fleet_sync'), 'pushed')

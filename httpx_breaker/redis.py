@@ -112,6 +112,22 @@ _COUNT_BUCKETS: Final = 10
 
 _tokens = itertools.count(1)
 
+# Every store in the process, for the fork handler below.
+_stores: weakref.WeakSet[RedisStore] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A store made before fork() (gunicorn --preload, multiprocessing's fork) arrives in
+    # the child without its thread, with its parent's sockets. Give each a fresh start:
+    # otherwise its links would look connected and half-open requests would wait for
+    # leases that nobody fetches.
+    for store in list(_stores):
+        store._start_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 # What a Redis call can raise when the server is down, frozen or restarting.
 _LOST: Final = (redis.RedisError, OSError)
 
@@ -413,14 +429,38 @@ class RedisStore:
         self._offset = 0.0  # server wall clock minus ours, seconds
         self._next_reconcile = math.inf
         self._next_count = math.inf
+        self._start()
+        _stores.add(self)
+
+    def _start(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wake_pending = False
         self._thread = threading.Thread(
-            target=self._run, name=f"httpx-breaker-redis-{namespace}", daemon=True
+            target=self._run, name=f"httpx-breaker-redis-{self._namespace}", daemon=True
         )
         self._thread.start()
+
+    def _start_in_child(self) -> None:
+        """After fork(): a new identity, new connections, a new thread (the parent's stay)."""
+        if self._closing:
+            return
+        self._connected = False
+        self._pubsub = None  # the parent's socket: dropped, never closed from here
+        self._ops.clear()
+        self._holding.clear()
+        self._retrying.clear()
+        self._origin = os.urandom(6).hex()
+        self._set_state("connecting")
+        # Another thread of the parent may have held a lock at the fork: in the child it
+        # would stay held for good. Fresh locks.
+        self._links_lock = threading.Lock()
+        for link in self._links.values():
+            link._counts_lock = threading.Lock()
+            link.leases.clear()
+            link.demand_queued = False
+        self._start()
 
     @classmethod
     def from_url(cls, url: str, *, namespace: str, **options: Any) -> RedisStore:

@@ -285,6 +285,15 @@ def test_push_keeps_the_newer_state(lua: Scripts) -> None:
     assert [m[3] for m in lua.messages()] == ["o", "c"]
 
 
+def test_a_pushed_half_open_never_cuts_the_fleets_period_short(lua: Scripts) -> None:
+    """A replica whose own period ended during an outage does not end the fleet's."""
+    opened = lua.trip(base=60_000)
+    kept = lua.push("h", 0, 0, 0)
+    assert kept[3] == "kept" and kept[1] == opened[1] and lua.field("s") == "o"
+    lua.end_open_period()
+    assert lua.push("h", 0, 0, 0)[3] == "pushed"
+
+
 def test_peek_reads_without_writing(lua: Scripts) -> None:
     """Reconciling reads state, epoch and time left; a missing key reads as such."""
     assert lua.peek()[0] == "-"

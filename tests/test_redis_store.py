@@ -8,10 +8,13 @@ with a `Member` stand-in for its breaker. Waits are bounded polls for an outcome
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -499,6 +502,66 @@ def test_share_counts_open_the_fleet_on_its_failure_rate(server: Server) -> None
         assert all(m.applied[0][2] == "fleet" for m in members)
     finally:
         fleet.close()
+
+
+def test_a_retry_after_floor_reaches_every_replica(fleet: Fleet) -> None:
+    """An open breaker told to wait longer (Retry-After) makes the fleet wait longer."""
+    first, second = fleet.replica(), fleet.replica()
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    assert first.link is not None
+    first.link.extended(90.0)
+    wait_until(lambda: len(second.applied) == 2, what="the longer period")
+    state, left, _ = second.applied[-1]
+    assert state is OPEN and left is not None and 89 < left <= 90
+
+
+def test_health_and_metrics_tell_the_sync(fleet: Fleet) -> None:
+    """Messages heard, their lag, keys shared: plain numbers an exporter can read."""
+    first, second = fleet.replica(), fleet.replica()
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    health = fleet.stores[1].health
+    assert health.connected and health.state == "connected"
+    assert health.messages == 1 and health.keys == 1 and health.lag is not None
+    assert 0.0 <= health.lag < 60.0
+    metrics = fleet.stores[1].metrics()
+    assert metrics["connected"] == 1.0 and metrics["messages"] == 1.0
+    assert fleet.stores[0].health.messages == 0  # its own message is not counted
+
+
+def test_a_store_made_before_fork_works_in_the_child(fleet: Fleet, server: Server) -> None:
+    """gunicorn --preload: the child gets a fresh worker, not its parent's dead one."""
+    inherited = RedisStore.from_url(server.url, namespace="checkout")
+    watcher = fleet.replica()
+    fleet.connected()
+    wait_until(lambda: inherited.connected, what="the parent's connection")
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork() in a process with threads: that is the case.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: share an open through the inherited store, then leave
+        code = 1
+        try:
+            member = Member(CONFIG)
+            member.link = inherited.attach(KEY, member, CONFIG)
+            deadline = time.monotonic() + 10
+            while not inherited.connected and time.monotonic() < deadline:
+                time.sleep(0.005)
+            member.trip()
+            while inherited.health.queued and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.05)
+            code = 0 if inherited.connected else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    wait_until(lambda: watcher.state is OPEN, what="the child's open")
+    assert inherited.connected  # the parent's store is untouched
+    inherited.close()
 
 
 def test_the_stand_in_is_a_shared_breaker() -> None:
