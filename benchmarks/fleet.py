@@ -94,7 +94,7 @@ def start_server(kind: str) -> tuple[subprocess.Popen[bytes], str]:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
+        except OSError:  # noqa: PERF203 (a start-up poll, not a hot loop)
             time.sleep(0.01)
     process.kill()
     raise SystemExit("the server did not start")
