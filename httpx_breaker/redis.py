@@ -409,7 +409,9 @@ class RedisStore:
                 ("count", scripts.COUNT),
             )
         }
-        self._links: dict[str, _Link] = {}
+        # ref -> the links of that key: usually one, more when several registries of the
+        # process share this store. Replaced, never changed in place (read without a lock).
+        self._links: dict[str, tuple[_Link, ...]] = {}
         self._links_lock = threading.Lock()
         self._ops: collections.deque[tuple[Any, ...]] = collections.deque()
         self._counting: set[_Link] = set()
@@ -456,7 +458,7 @@ class RedisStore:
         # Another thread of the parent may have held a lock at the fork: in the child it
         # would stay held for good. Fresh locks.
         self._links_lock = threading.Lock()
-        for link in self._links.values():
+        for link in self._all_links():
             link._counts_lock = threading.Lock()
             link.leases.clear()
             link.demand_queued = False
@@ -488,7 +490,7 @@ class RedisStore:
             last_error=self._last_error,
             reconnects=self._reconnects,
             lag=self._lag,
-            keys=len(self._links),
+            keys=len(self._all_links()),
             queued=len(self._ops),
             dropped=self._dropped,
             messages=self._messages,
@@ -524,10 +526,7 @@ class RedisStore:
             raise TypeError(f"config must be a CircuitBreakerConfig, got {config!r}")
         link = _Link(self, key, breaker, config)
         with self._links_lock:
-            old = self._links.get(link.ref)
-            if old is not None:
-                old.detached = True
-            self._links[link.ref] = link
+            self._links[link.ref] = (*self._links.get(link.ref, ()), link)
         self._submit(("a", link))
         return link
 
@@ -541,7 +540,7 @@ class RedisStore:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=5 * self._timeout + 1.0)
         with self._links_lock:
-            for link in self._links.values():
+            for link in self._all_links():
                 link.detached = True
                 link.leases.clear()
         self._set_state("closed")
@@ -571,6 +570,9 @@ class RedisStore:
                 pass
 
     # -- naming ---------------------------------------------------------------------
+
+    def _all_links(self) -> list[_Link]:
+        return [link for links in list(self._links.values()) for link in links]
 
     def _ref(self, key: str) -> str:
         """How Redis knows `key`: a digest, or the key itself if readable names were asked."""
@@ -773,13 +775,15 @@ class RedisStore:
         if origin != self._origin:
             self._messages += 1
             self._lag = max(0.0, time.time() + self._offset - epoch / 1e6)
-        link = self._links.get(ref)
-        if link is None or link.detached or epoch <= link.fleet_epoch:
-            return
-        link.fleet_epoch, link.fleet_state = epoch, code
-        if origin == self._origin or link.token != link.acked:
-            return  # our own (its answer settles it) or a local change on its way
-        self._apply(link, code, left / 1000)
+        for link in self._links.get(ref, ()):
+            if link.detached or epoch <= link.fleet_epoch:
+                continue
+            link.fleet_epoch, link.fleet_state = epoch, code
+            if link.token != link.acked:
+                continue  # a local change on its way: the server's answer settles it
+            # A link's own transition never gets here: the server's answer to it (read
+            # before any message) already raised the link's epoch to the message's.
+            self._apply(link, code, left / 1000)
 
     # -- queued work ---------------------------------------------------------------------
 
@@ -820,8 +824,11 @@ class RedisStore:
 
     def _forget(self, link: _Link) -> None:
         with self._links_lock:
-            if self._links.get(link.ref) is link:
-                del self._links[link.ref]
+            rest = tuple(x for x in self._links.get(link.ref, ()) if x is not link)
+            if rest:
+                self._links[link.ref] = rest
+            else:
+                self._links.pop(link.ref, None)
         self._holding.discard(link)
         self._retrying.discard(link)
         self._counting.discard(link)
@@ -1055,8 +1062,7 @@ class RedisStore:
     def _reconcile(self) -> None:
         """Read every shared key and settle each difference: the newer state wins."""
         self._next_reconcile = self._clock() + self._reconcile_interval * random.uniform(0.8, 1.2)
-        with self._links_lock:
-            links = [link for link in self._links.values() if not link.detached]
+        links = [link for link in self._all_links() if not link.detached]
         for start in range(0, len(links), _PEEK_BATCH):
             batch = links[start : start + _PEEK_BATCH]
             replies = self._peek(batch)

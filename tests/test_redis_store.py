@@ -474,6 +474,23 @@ def test_close_stops_the_worker_and_goes_local(fleet: Fleet) -> None:
     assert "closed" in repr(store)
 
 
+def test_two_breakers_for_one_key_in_one_process_both_follow(fleet: Fleet) -> None:
+    """Two registries of a process may share one store: both breakers of a key follow."""
+    first = fleet.replica()
+    store = fleet.stores[0]
+    twin = Member(CONFIG)
+    twin.link = store.attach(KEY, twin, CONFIG)
+    other = fleet.replica()
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: twin.state is OPEN and other.state is OPEN, what="the open")
+    assert first.applied == [] and twin.applied[0][0] is OPEN
+    assert store.health.keys == 2
+    twin.link.detach()
+    wait_until(lambda: store.health.keys == 1, what="the detach")
+    assert first.link is not None and first.link.active
+
+
 def test_detach_forgets_the_key(fleet: Fleet) -> None:
     """A detached key is no longer updated by the fleet."""
     first, second = fleet.replica(), fleet.replica()
