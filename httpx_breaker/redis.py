@@ -1062,7 +1062,13 @@ class RedisStore:
     def _reconcile(self) -> None:
         """Read every shared key and settle each difference: the newer state wins."""
         self._next_reconcile = self._clock() + self._reconcile_interval * random.uniform(0.8, 1.2)
-        links = [link for link in self._all_links() if not link.detached]
+        links = []
+        for link in self._all_links():
+            if link._breaker() is None:  # dropped without detach(): forget it
+                link.detached = True
+                self._forget(link)
+            elif not link.detached:
+                links.append(link)
         for start in range(0, len(links), _PEEK_BATCH):
             batch = links[start : start + _PEEK_BATCH]
             replies = self._peek(batch)

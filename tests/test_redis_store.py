@@ -7,6 +7,7 @@ with a `Member` stand-in for its breaker. Waits are bounded polls for an outcome
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import subprocess
@@ -489,6 +490,20 @@ def test_two_breakers_for_one_key_in_one_process_both_follow(fleet: Fleet) -> No
     twin.link.detach()
     wait_until(lambda: store.health.keys == 1, what="the detach")
     assert first.link is not None and first.link.active
+
+
+def test_a_breaker_dropped_without_detach_is_forgotten(server: Server) -> None:
+    """The store holds breakers weakly; the next reconcile drops a dead one's link."""
+    store = RedisStore.from_url(server.url, namespace="checkout", reconcile_interval=0.05)
+    try:
+        member = Member(CONFIG)
+        store.attach(KEY, member, CONFIG)
+        wait_until(lambda: store.connected and store.health.keys == 1, what="the key")
+        del member
+        gc.collect()
+        wait_until(lambda: store.health.keys == 0, what="the dead link to go")
+    finally:
+        store.close()
 
 
 def test_detach_forgets_the_key(fleet: Fleet) -> None:
