@@ -74,8 +74,9 @@ async def _measure(base_url: str, reps: int, plan: list[tuple[int, int]]) -> lis
     clients = [("bare httpx.AsyncClient", bare), ("with AsyncCircuitBreakerTransport", ours)]
     rows = []
     try:
+        top = max(concurrency for concurrency, _ in plan)
         for _, client in clients:  # open the connections before measuring
-            await _burst(client, 200, 100)
+            await _burst(client, 2 * top, top)
         for concurrency, requests in plan:
             samples: dict[str, list[float]] = {name: [] for name, _ in clients}
             for r in range(reps):

@@ -1,4 +1,4 @@
-"""BENCHMARKS.md and the comparison chart, from the results of one run."""
+"""BENCHMARKS.md, its chart and the README's performance table, from the results of one run."""
 
 from __future__ import annotations
 
@@ -6,85 +6,58 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .run import TARGETS
+from . import behaviour
+from .harness import YIELD_EVERY
+from .targets import TARGETS, caveats, find
+
+# Report tables, in order: key -> title.
+TABLES = {
+    "transport_async": "Async transport (asyncio), CLOSED",
+    "transport_body_async": "Async transport (asyncio), body read",
+    "transport_open_async": "Async transport (asyncio), OPEN: rejection",
+    "transport_trio": "Async transport under trio",
+    "engine_closed_async": "Engine, CLOSED, `call_async` (asyncio)",
+    "engine_open_async": "Engine, OPEN: rejection, `call_async` (asyncio)",
+    "transport_sync": "Sync transport, CLOSED",
+    "transport_open_sync": "Sync transport, OPEN: rejection",
+    "engine_closed_sync": "Engine, CLOSED, `call`",
+    "engine_open_sync": "Engine, OPEN: rejection, `call`",
+}
 
 
-def _fmt(x: float) -> str:
-    return f"{x:,.0f}"
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
 
 
-def _section(results: dict[str, Any], key: str) -> dict[str, Any] | None:
-    for sec in results["sections"]:
-        if sec["key"] == key:
-            return sec
-    return None
+def _signed(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+,.0f}"
 
 
-def _row(results: dict[str, Any], key: str, prefix: str) -> dict[str, Any] | None:
-    sec = _section(results, key)
-    if sec is None:
-        return None
-    for row in sec["rows"]:
-        if row["name"].startswith(prefix):
-            return row
-    return None
+def _us(x: float | None) -> str:
+    return "n/a" if x is None else f"{x / 1000:+.2f} µs"
 
 
-def targets(results: dict[str, Any]) -> list[tuple[str, str, float | None, float, str]]:
-    """(what, measured as text, measured value, target, verdict) per target of the issues."""
-    out: list[tuple[str, str, float | None, float, str]] = []
-
-    def add(label: str, key: str, prefix: str, target: float) -> None:
-        row = _row(results, key, prefix)
-        if row is None:
-            return
-        value = row["added_median"]
-        text = (
-            f"{_fmt(value)} ns added [{_fmt(row['added_min'])}..{_fmt(row['added_max'])}]; "
-            f"best rounds: {_fmt(row['added_best'])}"
-        )
-        out.append((label, text, value, target, "met" if value < target else "MISSED"))
-
-    add("Engine CLOSED, `call_async`, timeout=None", "engine_closed_async", "httpx-breaker call_async (timeout=None", TARGETS["engine"])
-    add("Engine CLOSED, `call`, timeout=None", "engine_closed_sync", "httpx-breaker call (timeout=None", TARGETS["engine"])
-    add("Engine CLOSED, `call`, default config", "engine_closed_sync", "httpx-breaker call (default", TARGETS["engine"])
-    add(
-        "Engine CLOSED, `call_async`, default 10 s deadline (no target in the issue; transport's 2 us used)",
-        "engine_closed_async",
-        "httpx-breaker call_async (default",
-        TARGETS["transport_default"],
-    )
-    add("Transport CLOSED async, timeout=None", "transport_closed_async", "httpx-breaker (timeout=None", TARGETS["transport_none"])
-    add("Transport CLOSED async, default deadline", "transport_closed_async", "httpx-breaker (default", TARGETS["transport_default"])
-    add("Transport CLOSED sync, timeout=None", "transport_closed_sync", "httpx-breaker (timeout=None", TARGETS["transport_none"])
-    add("Transport CLOSED sync, default timeout", "transport_closed_sync", "httpx-breaker (default", TARGETS["transport_default"])
-    add("Rejection, engine `call` (over bare raise + catch)", "engine_open_sync", "httpx-breaker", TARGETS["rejection"])
-    add("Rejection, engine `call_async` (over awaited raise + catch)", "engine_open_async", "httpx-breaker", TARGETS["rejection"])
-    add("Rejection, async transport (over a raising transport)", "transport_open_async", "httpx-breaker rejected (timeout=None", TARGETS["rejection"])
-    add("Rejection, sync transport (over a raising transport)", "transport_open_sync", "httpx-breaker rejected (timeout=None", TARGETS["rejection"])
-    for row in results.get("memory", []):
-        if row["group"] == "ours" and row["window"] == 10:
-            value = row["bytes"]
-            out.append(
-                (f"Memory, idle breaker: {row['name']}", f"{_fmt(value)} B", value, TARGETS["memory"],
-                 "met" if value < TARGETS["memory"] else "MISSED")
-            )
-    return out
+def _rows_of(results: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    return [
+        row for sec in results.get("sections", []) for row in sec["rows"] if row["table"] == table
+    ]
 
 
-def markdown(results: dict[str, Any], chart: Path | None, base: Path) -> str:
+def _added(results: dict[str, Any], key: str) -> float | None:
+    row, _ = find(results, key)
+    return None if row is None else row.get("added_median")
+
+
+def how_made(results: dict[str, Any]) -> list[str]:
     m = results["machine"]
     lines = [
-        "# Benchmarks",
-        "",
-        "Generated by `benchmarks/run.py`; do not edit by hand. Rerun with the command below.",
-        "",
-        "## How this run was made",
-        "",
-        f"- Command: `{results['command']}`",
+        f"- Command: `{results['command']}` (mode `{results['mode']}`)",
         f"- Date: {results['started']}; wall time {results['elapsed_s']:.0f} s; "
-        f"{results['reps']} interleaved rounds per section, ~{results['batch_ms']:.0f} ms per batch"
-        + (" (quick mode)" if results["quick"] else ""),
+        f"{results['reps']} shuffled interleaved rounds, ~{results['batch_ms']:g} ms of CPU per batch"
+        + (" (quick mode: not for publishing)" if results["quick"] else ""),
+        f"- Round order: `random.Random({results['seed']})`; add `--seed {results['seed']}` to repeat it",
+        f"- Clock: {results['clock']}",
+        f"- GC: {results['gc_policy']}",
         f"- Machine: {m['nproc']} CPUs, {m['cpu']}; {m['platform']}",
         f"- Python: {m['implementation']} {m['python']}",
         (
@@ -93,83 +66,192 @@ def markdown(results: dict[str, Any], chart: Path | None, base: Path) -> str:
         ),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v),
     ]
-    if results["missing_peers"]:
+    if results.get("missing_peers"):
         lines.append(f"- Not installed, skipped: {', '.join(results['missing_peers'])}")
+    return lines
+
+
+METHOD = f"""Method: every row is CPU time of the measuring thread (`time.thread_time_ns`), per
+call or request, measured in batches of about the same CPU time. A round runs every
+row of its runtime (asyncio, sync, trio) once, in a shuffled order; each row names its
+*floor* (the bare baseline: a pass-through transport wrapper, a raising transport, a
+direct call), measured in the same round. *Added* is, per round, the row's ns per call
+minus its floor's in that round; the tables give its median over the rounds, its min
+and max, and its interquartile range (IQR, the spread). Figures marked "=" are made of
+two rows the same way (per round, then the median). CPU time rather than wall time:
+the scheduler's gifts of our core to the other processes of a shared machine are not
+counted. Async loops let the event loop run once every {YIELD_EVERY} requests in every row
+alike. After the rounds, each of our rows checks that its breaker counted exactly one
+success (or rejection) per call made and that the request was left as it was given:
+a row that fails its check is marked, and is not a result. GC columns: collections that
+ran during the row's batches, and the unreachable (cyclic) objects they found, per 1,000
+calls; a hot path that makes reference cycles shows up there."""
+
+
+def targets_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| What | Added, median | [min..max] | IQR | Target | |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for t in results.get("targets", []):
+        target = "report" if t["target"] is None else f"≤ {t['target']:,.0f} ns"
+        if t["value"] is None:
+            lines.append(f"| {t['label']} | — | | | {target} | {t['verdict']} |")
+            continue
+        verdict = (
+            f"**{t['verdict']}**"
+            if "MISSED" in t["verdict"] or "CHECK" in t["verdict"]
+            else t["verdict"]
+        )
+        lines.append(
+            f"| {t['label']} | {_signed(t['value'])} ns | {_fmt(t['min'])}..{_fmt(t['max'])} | "
+            f"{_fmt(t['iqr'])} | {target} | {verdict} |"
+        )
+    return lines
+
+
+def _table_lines(results: dict[str, Any], table: str) -> list[str]:
+    rows = _rows_of(results, table)
+    if not rows:
+        return []
+    names = {row["key"]: row["name"] for row in rows}
+    lines = [
+        "| Row | added ns (median) | [min..max] | IQR | ns/call | over | GC runs / cyclic objs per 1k |",
+        "|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for row in sorted(rows, key=lambda r: r["group"] != "baseline"):
+        name = f"**{row['name']}**" if row["group"] == "ours" else row["name"]
+        for problem in row["problems"]:
+            name += f" — **CHECK FAILED: {problem}**"
+        gc = f"{row['gc_runs_per_1k']:.2f} / {row['gc_found_per_1k']:.1f}"
+        if row["group"] == "baseline":
+            lines.append(f"| {name} | — | | | {_fmt(row['median'])} | | {gc} |")
+        else:
+            lines.append(
+                f"| {name} | {_signed(row['added_median'])} | {_fmt(row['added_min'])}..{_fmt(row['added_max'])} | "
+                f"{_fmt(row['added_iqr'])} | {_fmt(row['median'])} | {names.get(row['floor'], row['floor'])} | {gc} |"
+            )
+    keys = {row["key"] for row in rows}
+    sections = results.get("sections", [])
     lines += [
+        f"| = {d['name']} | {_signed(d['added_median'])} | "
+        f"{_fmt(d['added_min'])}..{_fmt(d['added_max'])} | {_fmt(d['added_iqr'])} | | | |"
+        for sec in sections
+        for d in sec.get("derived", [])
+        if d["of"][0] in keys
+    ]
+    lines += [
+        f"| {s['name']} | {s['why']} | | | | | |"
+        for sec in sections
+        for s in sec.get("skipped", [])
+        if TABLE_OF_SKIPPED.get(s["key"]) == table
+    ]
+    if any(row["note"] for row in rows):
+        lines += ["", *(f"- {row['name']}: {row['note']}" for row in rows if row["note"])]
+    return lines
+
+
+TABLE_OF_SKIPPED = {"transport_bulkhead": "transport_async"}
+
+
+def markdown(results: dict[str, Any], chart: Path | None, base: Path) -> str:
+    lines = [
+        "# Benchmarks",
         "",
-        "Method: every section runs its baseline and its subjects in the same process, in",
-        "rotated order, round after round; a figure is the median over the rounds, with",
-        "the min and max. *Added* is, per round, the subject's ns per call minus the",
-        "baseline's in that same round; its median, min and max are shown. *Best rounds* is",
-        "the subject's fastest round minus the baseline's fastest round: on a loaded machine",
-        "it is the least disturbed estimate of the intrinsic cost. Each variant's",
-        "loop is written out separately, so it pays only its own wrapper.",
+        (
+            "Generated by `python -m benchmarks` (benchmarks/run.py); do not edit by hand. "
+            "Rerun with the command below."
+        ),
+        "",
+        "## How this run was made",
+        "",
+        *how_made(results),
+        "",
+        METHOD,
         "",
     ]
     if chart is not None:
         rel = os.path.relpath(chart, base)
-        lines += [f"![Overhead added over each section's baseline]({rel})", ""]
+        lines += [f"![Overhead added over each row's floor]({rel})", ""]
 
-    lines += ["## Targets (issues 2, 3 and 6)", "", "| What | Measured | Target | |", "|---|---|---|---|"]
-    for label, text, _value, target, verdict in targets(results):
-        unit = "B" if label.startswith("Memory") else "ns"
-        lines.append(f"| {label} | {text} | < {_fmt(target)} {unit} | {verdict} |")
-    lines.append("")
-
-    for sec in results["sections"]:
+    if results.get("targets"):
+        lines += ["## Targets (issue 12)", "", *targets_table(results), ""]
+    if results.get("behaviour"):
+        lines += ["## Behaviour behind the deadline and bulkhead rows", ""]
+        lines += [f"- {behaviour.describe(row)}" for row in results["behaviour"]]
+        lines.append(f"- {behaviour.describe_bulkhead(results.get('bulkhead_probe'))}")
         lines += [
-            f"## {sec['title']}",
             "",
-            f"Baseline: **{sec['baseline']}**. ns per call: median [min..max] over rounds.",
+            "A deadline row is only a result if its deadline fires (and a bulkhead row if its",
+            "limit holds). The tracing transport calls",
+            "the `trace` extension as httpcore does on a reused HTTP/1.1 connection (see",
+            "`benchmarks/transports.py`); its wait before the first event stands for the wait",
+            "for a pooled connection.",
             "",
-            "| Variant | ns/call | min | max | added ns (median) | added [min..max] | added, best rounds | ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for row in sec["rows"]:
-            name = f"**{row['name']}**" if row["group"] == "ours" else row["name"]
-            added = "—" if row["group"] == "baseline" else _fmt(row["added_median"])
-            spread = "" if row["group"] == "baseline" else f"{_fmt(row['added_min'])}..{_fmt(row['added_max'])}"
-            best = "" if row["group"] == "baseline" else _fmt(row["added_best"])
-            lines.append(
-                f"| {name} | {_fmt(row['median'])} | {_fmt(row['min'])} | {_fmt(row['max'])} | "
-                f"{added} | {spread} | {best} | {row['ratio']:.2f} |"
-            )
-        lines.append("")
+    if results.get("profile"):
+        from .profile import format_table
 
-    notes = {
-        "engine_closed": "pybreaker's `call_async` needs tornado, so pybreaker appears in the sync "
-        "table only. circuitbreaker is measured through its decorator (its `call()` never checks "
-        "the open state); purgatory through a breaker fetched once and used with `async with` / `with`.",
-        "transport": "The inner transport builds a fresh `httpx.Response(200, stream=httpx.ByteStream(b\"\"))` per "
-        "request; every variant closes the response, so ours records the outcome.",
-    }
-    lines += ["Notes: " + notes["engine_closed"] + " " + notes["transport"], ""]
+        lines += [
+            "## Profile: the CLOSED async path, piece by piece",
+            "",
+            "CPU ns per request, same process (`python -m benchmarks profile`). Internal pieces",
+            "are timed alone over an empty loop; whole-path figures over their floors (see",
+            "`benchmarks/profile.py`).",
+            "",
+            *format_table(results["profile"]),
+            "",
+        ]
+    for table, title in TABLES.items():
+        body = _table_lines(results, table)
+        if body:
+            lines += [f"## {title}", "", *body, ""]
 
     if "client" in results:
+        lines += _client_lines(results)
+    if "memory" in results:
+        lines += _scale_lines(results)
+    if results.get("readme_table"):
         lines += [
-            "## Whole client against a real server on 127.0.0.1",
+            "## The README's performance table, from this run",
             "",
-            "A minimal asyncio HTTP/1.1 server (`benchmarks/server.py`) in its own process answers",
-            "every GET with a small 200; the client is the bottleneck. Ours wraps",
-            "`httpx.AsyncHTTPTransport()` with the default config (10 s deadline).",
+            "```markdown",
+            results["readme_table"].rstrip("\n"),
+            "```",
             "",
-            "| Concurrency | Client | requests | req/s median | min | max | ratio ours/bare [min..max] |",
-            "|---:|---|---:|---:|---:|---:|---|",
         ]
-        for row in results["client"]:
-            ratio = (
-                f"{row['ratio']:.3f} [{row['ratio_min']:.3f}..{row['ratio_max']:.3f}]; "
-                f"{row['added_us']:+.1f} us/request"
-                if "ratio" in row
-                else ""
-            )
-            lines.append(
-                f"| {row['concurrency']} | {row['name']} | {row['requests']} | {_fmt(row['median'])} | "
-                f"{_fmt(row['min'])} | {_fmt(row['max'])} | {ratio} |"
-            )
-        lines.append("")
+    return "\n".join(lines)
 
-    lines += [
+
+def _client_lines(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Whole client against a real server on 127.0.0.1",
+        "",
+        "A minimal asyncio HTTP/1.1 server (`benchmarks/server.py`) in its own process answers",
+        "every GET with a small 200; the client is the bottleneck. Ours wraps",
+        "`httpx.AsyncHTTPTransport()` with the default config. Wall-clock requests per second",
+        "(the server's time counts here), alternating bare and ours round after round.",
+        "",
+        "| Concurrency | Client | requests | req/s median | min | max | ratio ours/bare [min..max] |",
+        "|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for row in results["client"]:
+        ratio = (
+            f"{row['ratio']:.3f} [{row['ratio_min']:.3f}..{row['ratio_max']:.3f}]; "
+            f"{row['added_us']:+.1f} µs/request"
+            if "ratio" in row
+            else ""
+        )
+        lines.append(
+            f"| {row['concurrency']} | {row['name']} | {row['requests']} | {_fmt(row['median'])} | "
+            f"{_fmt(row['min'])} | {_fmt(row['max'])} | {ratio} |"
+        )
+    lines.append("")
+    return lines
+
+
+def _scale_lines(results: dict[str, Any]) -> list[str]:
+    lines = [
         "## Scale",
         "",
         "### Memory per idle breaker (tracemalloc)",
@@ -200,8 +282,8 @@ def markdown(results: dict[str, Any], chart: Path | None, base: Path) -> str:
     race = results["race"]
     lines += [
         "",
-        "\"New key\" is the mean over all hosts in insertion order (with the cap, each insert past",
-        "10,000 evicts the least-recently-used closed breaker).",
+        '"New key" is the mean over all hosts in insertion order (with the cap, each insert past',
+        "10,000 evicts the least-recently-used closed breaker). Wall-clock time.",
         "",
         "### Stampede into HALF_OPEN",
         "",
@@ -223,7 +305,108 @@ def markdown(results: dict[str, Any], chart: Path | None, base: Path) -> str:
         f"- Final state: {race['final_state']}.",
         "",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+# -- the README's table ------------------------------------------------------------------
+
+
+def _peers(results: dict[str, Any], table: str) -> str:
+    return ", ".join(
+        f"{row['name'].split()[0]} {row['added_median'] / 1000:+.2f}"
+        for row in _rows_of(results, table)
+        if row["group"] == "peer" and row.get("added_median") is not None
+    )
+
+
+def readme_table(results: dict[str, Any]) -> str:
+    """The README's performance paragraph head and table, in µs, from this run."""
+    m = results["machine"]
+
+    def a(key: str) -> float | None:
+        return _added(results, key)
+
+    trio_scope = a("trio_cancel_scope")
+    split = not caveats(results, "transport_deadline_traced")
+    rows = [
+        (
+            "async transport, CLOSED, default config",
+            _us(a("transport_closed")),
+            _peers(results, "transport_async"),
+        ),
+        (
+            "async transport, `timeout` set",
+            (
+                f"{_us(a('transport_deadline'))}; {_us(a('transport_deadline_traced'))} with the "
+                + (
+                    "wait for a pooled connection kept outside the deadline"
+                    if split
+                    else "inner transport calling httpcore's trace hooks"
+                )
+            ),
+            "",
+        ),
+        (
+            "async transport, body read",
+            f"{_us(a('transport_body'))} ({_us(a('body_part'))} for reading it through the wrapper)",
+            "",
+        ),
+        (
+            "async transport under trio",
+            (
+                f"{_us(a('trio_transport_closed'))}; {_us(a('trio_transport_deadline'))} with "
+                f"`timeout` (trio's own cancel scope alone: {_us(trio_scope)})"
+            ),
+            "",
+        ),
+        (
+            "async transport, rejection",
+            f"{_us(a('transport_rejected'))} over a raising transport",
+            _peers(results, "transport_open_async"),
+        ),
+        (
+            "sync transport, CLOSED",
+            _us(a("sync_transport_closed")),
+            _peers(results, "transport_sync"),
+        ),
+        (
+            "engine, CLOSED, `call_async`",
+            _us(a("call_async")),
+            _peers(results, "engine_closed_async"),
+        ),
+        ("engine, CLOSED, `call`", _us(a("call")), _peers(results, "engine_closed_sync")),
+        (
+            "engine, rejection",
+            (
+                f"{_us(a('call_rejected'))} (`call`), {_us(a('call_async_rejected'))} "
+                "(`call_async`) over a bare raise-and-catch"
+            ),
+            _peers(results, "engine_open_sync"),
+        ),
+    ]
+    if results.get("memory"):
+        ours = [r for r in results["memory"] if r["group"] == "ours" and r["window"] == 10]
+        theirs = [r for r in results["memory"] if r["group"] == "peer" and r["window"] == 10]
+        if ours:
+            rows.append(
+                (
+                    "idle breaker, window 10",
+                    f"about {ours[0]['bytes']:,.0f} bytes",
+                    ", ".join(f"{r['name'].split()[0]} {r['bytes']:,.0f} bytes" for r in theirs),
+                )
+            )
+    head = (
+        f"On the reference machine ({m['nproc']} CPUs, {m['cpu']}, {m['implementation']} "
+        f"{m['python']}), CPU time added per call or request over its floor, median of "
+        f"{results['reps']} shuffled interleaved rounds (`{results['command']}`, "
+        f"{results['started']}):"
+    )
+    lines = [head, "", "| | httpx-breaker | peers |", "|---|---|---|"]
+    lines += [f"| {what} | {ours} | {peers} |" for what, ours, peers in rows]
+    return "\n".join(lines) + "\n"
+
+
+# -- the chart -----------------------------------------------------------------------------
 
 
 def chart(results: dict[str, Any], path: Path) -> bool:
@@ -236,64 +419,57 @@ def chart(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
 
+    target_of = {t.key: t.ns for t in TARGETS if t.ns is not None}
     panels = [
-        ("Engine CLOSED: ns added per call", ["engine_closed_async", "engine_closed_sync"], TARGETS["engine"]),
-        ("Transport CLOSED: ns added per request", ["transport_closed_async", "transport_closed_sync"], None),
-        ("Rejection: ns added over a bare raise + catch", ["engine_open_async", "engine_open_sync", "transport_open_async", "transport_open_sync"], TARGETS["rejection"]),
+        (
+            "Async transport, CLOSED (asyncio; trio marked)",
+            ["transport_async", "transport_body_async", "transport_trio"],
+        ),
+        ("Engine, CLOSED", ["engine_closed_async", "engine_closed_sync"]),
+        (
+            "Rejection",
+            [
+                "transport_open_async",
+                "transport_open_sync",
+                "engine_open_async",
+                "engine_open_sync",
+            ],
+        ),
+        ("Sync transport, CLOSED", ["transport_sync"]),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(15, 12))
-    flat = axes.ravel()
-    for ax, (title, keys, target) in zip(flat, panels, strict=False):
-        labels, values, colors = [], [], []
-        for key in keys:
-            sec = _section(results, key)
-            if sec is None:
-                continue
-            suffix = key.rsplit("_", 1)[1]
-            prefix = "transport " if key.startswith("transport") and "open" in key else ""
-            for row in sec["rows"]:
-                if row["group"] == "baseline":
+    fig, axes = plt.subplots(2, 2, figsize=(16, 13))
+    for ax, (title, tables) in zip(axes.ravel(), panels, strict=True):
+        labels, values, colors, targets = [], [], [], []
+        for table in tables:
+            for row in _rows_of(results, table):
+                if row["group"] == "baseline" or row.get("added_median") is None:
                     continue
-                labels.append(f"{prefix}{row['name']} [{suffix}]")
+                labels.append(("trio: " if table == "transport_trio" else "") + row["name"])
                 values.append(row["added_median"])
-                colors.append("#d62728" if row["group"] == "ours" else "#7f7f7f")
-        _bars(ax, labels, values, colors, title, "ns (log scale)")
-        if target is not None:
-            ax.axvline(target, color="#1f77b4", linestyle="--", linewidth=1)
-            ax.text(target, -0.6, f" target {target:,.0f}", color="#1f77b4", fontsize=8, va="bottom")
-        if keys[0].startswith("transport_closed"):
-            bottom = len(labels) - 0.4
-            for t, lbl, y in (
-                (TARGETS["transport_none"], "target 500 ns (timeout=None)", -0.6),
-                (TARGETS["transport_default"], "target 2 us (deadline)", bottom),
-            ):
-                ax.axvline(t, color="#1f77b4", linestyle="--", linewidth=1)
-                ax.text(t, y, f" {lbl}", color="#1f77b4", fontsize=8, va="bottom" if y < 0 else "top")
-    mem = results.get("memory", [])
-    _bars(
-        flat[3],
-        [r["name"] for r in mem],
-        [r["bytes"] for r in mem],
-        ["#d62728" if r["group"] == "ours" else "#7f7f7f" for r in mem],
-        "Memory per idle breaker: bytes",
-        "bytes (log scale)",
-    )
-    flat[3].axvline(TARGETS["memory"], color="#1f77b4", linestyle="--", linewidth=1)
-    flat[3].text(TARGETS["memory"], -0.6, " target 1 KB (window 10)", color="#1f77b4", fontsize=8, va="bottom")
+                colors.append(
+                    {"ours": "#d62728", "reference": "#1f77b4"}.get(row["group"], "#7f7f7f")
+                )
+                if row["key"] in target_of:
+                    targets.append((len(labels) - 1, target_of[row["key"]]))
+        _bars(ax, labels, values, colors, title + ": CPU ns added per call", "ns (log scale)")
+        for y, target in targets:
+            ax.plot([target, target], [y - 0.45, y + 0.45], color="#1f77b4", linewidth=2)
     m = results["machine"]
     fig.suptitle(
-        f"httpx-breaker (red) vs peers (grey): median of {results['reps']} interleaved rounds; "
-        f"CPython {m['python']}, {m['nproc']} CPUs, {m['cpu']}",
+        f"httpx-breaker (red) vs peers (grey); blue ticks: issue 12's targets. Median of "
+        f"{results['reps']} shuffled rounds; CPython {m['python']}, {m['nproc']} CPUs, {m['cpu']}",
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
     return True
 
 
-def _bars(ax: Any, labels: list[str], values: list[float], colors: list[str], title: str, xlabel: str) -> None:
+def _bars(
+    ax: Any, labels: list[str], values: list[float], colors: list[str], title: str, xlabel: str
+) -> None:
     shown = [max(v, 1.0) for v in values]  # a log axis cannot show <= 0 (noise around zero)
     ys = range(len(labels))
     ax.barh(list(ys), shown, color=colors)

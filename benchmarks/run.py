@@ -1,12 +1,15 @@
-"""Run every benchmark in one process and write BENCHMARKS.md and the chart.
+"""Run the benchmarks; write BENCHMARKS.md, its chart and the README's table from one run.
 
-    .venv-bench/bin/python -m benchmarks                 # full run (~5 minutes)
-    .venv-bench/bin/python -m benchmarks --quick         # a few seconds, prints only
-    .venv-bench/bin/python -m benchmarks --reps 15       # more rounds on a noisy machine
+    .venv-bench/bin/python -m benchmarks                 # everything (~3 minutes); writes
+                                                         # BENCHMARKS.md, benchmarks/results.png
+    .venv-bench/bin/python -m benchmarks hotpath         # issue 12's rows and targets (~1 minute)
+    .venv-bench/bin/python -m benchmarks profile         # the CLOSED async path, piece by piece
+    .venv-bench/bin/python -m benchmarks --quick         # everything, small; prints only
+    .venv-bench/bin/python -m benchmarks hotpath --seed 7 --reps 31   # repeat an order, more rounds
 
-Every section interleaves its baseline with its subjects round after round; figures
-are medians over the rounds with min and max, in nanoseconds per call; "added" is the
-per-round difference to the section's baseline.
+Figures are CPU time of the measuring thread per call, in ns: for each row, the median
+over shuffled interleaved rounds of (row - its floor measured in the same round), with
+min, max and interquartile range. See benchmarks/harness.py for the method.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import shlex
 import sys
 import time
@@ -24,17 +28,71 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import client, scale, variants
-from .harness import Section, measure_async, measure_sync, section_from_rows
+from . import behaviour, variants
+from .harness import CLOCK, GC_POLICY, Section, derive, measure_async, measure_sync
+from .targets import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TARGETS = {
-    "engine": 400.0,
-    "transport_none": 500.0,
-    "transport_default": 2000.0,
-    "rejection": 1000.0,
-    "memory": 1024.0,
+MODES = ("all", "hotpath", "profile")
+
+# (reps, batch ms) per mode and size.
+DEFAULTS = {
+    ("all", "normal"): (21, 20.0),
+    ("hotpath", "normal"): (31, 20.0),
+    ("profile", "normal"): (21, 10.0),
+    ("all", "quick"): (5, 3.0),
+    ("hotpath", "quick"): (5, 3.0),
+    ("profile", "quick"): (5, 3.0),
+    ("all", "smoke"): (2, 0.3),
+    ("hotpath", "smoke"): (2, 0.3),
+    ("profile", "smoke"): (2, 0.3),
+}
+
+# Figures derived from two rows of one section (per round, then the median).
+DERIVED = {
+    "asyncio": [
+        (
+            "deadline_part",
+            "the deadline over the default path",
+            "transport_deadline",
+            "transport_closed",
+        ),
+        (
+            "trace_part",
+            "keeping the pool wait outside, on top of the deadline",
+            "transport_deadline_traced",
+            "transport_deadline",
+        ),
+        ("body_part", "reading the body, on top of CLOSED", "transport_body", "transport_closed"),
+        (
+            "bulkhead_part",
+            "max_concurrent set, over the same config without it",
+            "transport_bulkhead",
+            "transport_closed",
+        ),
+    ],
+    "trio": [
+        (
+            "trio_deadline_part",
+            "trio: the deadline over the default path",
+            "trio_transport_deadline",
+            "trio_transport_closed",
+        ),
+        (
+            "trio_trace_part",
+            "trio: keeping the pool wait outside, on top of the deadline",
+            "trio_transport_deadline_traced",
+            "trio_transport_deadline",
+        ),
+        (
+            "trio_deadline_over_scope",
+            "trio: our deadline over trio's own cancel scope",
+            "trio_transport_deadline",
+            "trio_cancel_scope",
+        ),
+    ],
+    "sync": [],
 }
 
 
@@ -47,11 +105,13 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in (
         "httpx-breaker",
         "httpx",
+        "httpcore",
         "anyio",
+        "trio",
         "circuitbreaker",
         "aiobreaker",
         "pybreaker",
@@ -62,7 +122,7 @@ def machine() -> dict[str, Any]:
     ):
         try:
             versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:  # noqa: PERF203 (runs once, ten times)
+        except metadata.PackageNotFoundError:  # noqa: PERF203 (runs once, a dozen times)
             versions[dist] = None
     return {
         "nproc": os.cpu_count(),
@@ -81,112 +141,236 @@ def loadavg() -> str:
         return "n/a"
 
 
-def _print_section(sec: Section) -> None:
-    print(f"\n== {sec.title} (baseline: {sec.baseline})")
+def _fmt_ns(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+,.0f}"
+
+
+def print_section(sec: Section) -> None:
+    print(f"\n== {sec.title}  (CPU ns per call; added = median over rounds of row - its floor)")
     for row in sec.rows:
+        if row["group"] == "baseline":
+            line = f"  {row['name']:<70} floor {row['median']:8,.0f} ns"
+        else:
+            line = (
+                f"  {row['name']:<70} {_fmt_ns(row['added_median']):>7} ns "
+                f"[{row['added_min']:,.0f}..{row['added_max']:,.0f}] IQR {row['added_iqr']:,.0f}"
+            )
+        if row["gc_runs_per_1k"]:
+            line += f"  gc {row['gc_runs_per_1k']:.2f}/1k calls, {row['gc_found_per_1k']:.1f} cyclic objects/1k"
+        print(line)
+        for problem in row["problems"]:
+            print(f"    !! CHECK FAILED: {problem}")
+    for d in sec.derived:
         print(
-            f"  {row['name']:<52} {row['median']:9.0f} ns  "
-            f"[{row['min']:.0f}..{row['max']:.0f}]  added {row['added_median']:+8.0f} ns  "
-            f"(best {row['added_best']:+.0f})  x{row['ratio']:.2f}"
+            f"  = {d['name']:<68} {_fmt_ns(d['added_median']):>7} ns "
+            f"[{d['added_min']:,.0f}..{d['added_max']:,.0f}] IQR {d['added_iqr']:,.0f}"
         )
+    for s in sec.skipped:
+        print(f"  - {s['name']}: {s['why']}")
 
 
-async def _async_sections(reps: int, batch_ns: float) -> list[Section]:
-    out = []
-    for key, title, make in (
-        ("engine_closed_async", "Engine, CLOSED, async", variants.engine_closed_async),
-        ("engine_open_async", "Engine, OPEN (rejection), async", variants.engine_open_async),
-        ("transport_closed_async", "Transport, CLOSED, async", variants.transport_closed_async),
-        ("transport_open_async", "Transport, OPEN (rejection), async", variants.transport_open_async),
-    ):
-        vs = await make()
-        sec = section_from_rows(key, title, await measure_async(vs, reps, batch_ns))
-        _print_section(sec)
-        out.append(sec)
-    return out
+def _section(
+    key: str, title: str, runtime: str, rows: list[Any], built: variants.Built, seed: int
+) -> Section:
+    sec = Section(key, title, runtime, rows=[r.as_dict() for r in rows], order_seed=seed)
+    sec.skipped = built.skipped
+    sec.notes = built.notes
+    for dkey, name, a, b in DERIVED[runtime]:
+        derive(sec, dkey, name, a, b)
+    return sec
 
 
-def _sync_sections(reps: int, batch_ns: float) -> list[Section]:
-    out = []
-    for key, title, make in (
-        ("engine_closed_sync", "Engine, CLOSED, sync", variants.engine_closed_sync),
-        ("engine_open_sync", "Engine, OPEN (rejection), sync", variants.engine_open_sync),
-        ("transport_closed_sync", "Transport, CLOSED, sync", variants.transport_closed_sync),
-        ("transport_open_sync", "Transport, OPEN (rejection), sync", variants.transport_open_sync),
-    ):
-        sec = section_from_rows(key, title, measure_sync(make(), reps, batch_ns))
-        _print_section(sec)
-        out.append(sec)
-    return out
+def measure_sections(full: bool, reps: int, batch_ns: float, seed: int) -> list[Section]:
+    """The asyncio, sync and trio sections (hot path rows; with the peers when `full`)."""
+    rng = random.Random(seed)
+    sections = []
+
+    async def in_asyncio() -> tuple[variants.Built, list[Any]]:
+        built = await variants.asyncio_variants(full)
+        return built, await measure_async(built.variants, reps, batch_ns, rng)
+
+    built, rows = asyncio.run(in_asyncio())
+    sections.append(_section("asyncio", "asyncio", "asyncio", rows, built, seed))
+    print_section(sections[-1])
+
+    built = variants.sync_variants(full)
+    rows = measure_sync(built.variants, reps, batch_ns, rng)
+    sections.append(_section("sync", "sync (httpx.Client side)", "sync", rows, built, seed))
+    print_section(sections[-1])
+
+    if variants.installed("trio"):
+        import trio
+
+        async def in_trio() -> tuple[variants.Built, list[Any]]:
+            built = await variants.trio_variants(full)
+            return built, await measure_async(built.variants, reps, batch_ns, rng)
+
+        built, rows = trio.run(in_trio)
+        sections.append(_section("trio", "trio", "trio", rows, built, seed))
+    else:
+        sections.append(
+            Section(
+                "trio",
+                "trio",
+                "trio",
+                skipped=[
+                    {"key": "trio", "name": "trio rows", "why": "skipped: trio is not installed"}
+                ],
+            )
+        )
+    print_section(sections[-1])
+    return sections
+
+
+def probe_behaviour() -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    rows = asyncio.run(behaviour.probe("asyncio"))
+    if variants.installed("trio"):
+        import trio
+
+        rows += trio.run(behaviour.probe, "trio")
+    bulkhead = asyncio.run(behaviour.probe_bulkhead())
+    print("\n== Behaviour behind the deadline and bulkhead rows")
+    for row in rows:
+        print("  " + behaviour.describe(row))
+    print("  " + behaviour.describe_bulkhead(bulkhead))
+    return rows, bulkhead
+
+
+def print_targets(results: dict[str, Any]) -> None:
+    print("\n== Targets (issue 12): median added ns per call [min..max]")
+    for t in results["targets"]:
+        target = "report" if t["target"] is None else f"<= {t['target']:,.0f}"
+        value = (
+            "—"
+            if t["value"] is None
+            else f"{t['value']:+,.0f} [{t['min']:,.0f}..{t['max']:,.0f}] IQR {t['iqr']:,.0f}"
+        )
+        print(f"  {t['label']:<92} {value:<32} {target:>9}  {t['verdict']}")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    quick = args.quick
-    reps = args.reps or (3 if quick else 15)
-    batch_ns = (args.batch_ms or (4 if quick else 25)) * 1e6
+    mode = args.mode
+    size = "smoke" if args.smoke else "quick" if args.quick else "normal"
+    reps_default, batch_default = DEFAULTS[(mode, size)]
+    reps = args.reps or reps_default
+    batch_ns = (args.batch_ms or batch_default) * 1e6
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 2**31)
     results: dict[str, Any] = {
+        "mode": mode,
         "command": args.command,
-        "quick": quick,
+        "quick": size != "normal",
+        "size": size,
         "reps": reps,
         "batch_ms": batch_ns / 1e6,
+        "seed": seed,
+        "clock": CLOCK,
+        "gc_policy": GC_POLICY,
         "machine": machine(),
         "load_start": loadavg(),
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "missing_peers": variants.missing_peers(),
+        "missing_peers": variants.missing_peers() if mode == "all" else [],
+        "sections": [],
     }
+    print(
+        f"mode {mode}, {reps} rounds, ~{batch_ns / 1e6:g} ms per batch, order seed {seed}; clock {CLOCK}"
+    )
     t0 = time.perf_counter()
-    sections = asyncio.run(_async_sections(reps, batch_ns))
-    sections += _sync_sections(reps, batch_ns)
-    order = [
-        "engine_closed_async",
-        "engine_closed_sync",
-        "engine_open_async",
-        "engine_open_sync",
-        "transport_closed_async",
-        "transport_closed_sync",
-        "transport_open_async",
-        "transport_open_sync",
-    ]
-    sections.sort(key=lambda s: order.index(s.key))
-    results["sections"] = [s.__dict__ for s in sections]
+    if mode in ("all", "hotpath"):
+        sections = measure_sections(mode == "all", reps, batch_ns, seed)
+        results["sections"] = [s.__dict__ for s in sections]
+        results["behaviour"], results["bulkhead_probe"] = probe_behaviour()
+        results["targets"] = evaluate(results)
+        print_targets(results)
+    if mode in ("all", "profile"):
+        from . import profile
+
+        results["profile"] = profile.run(reps, batch_ns, seed)
+        print("\n== Profile: the CLOSED async path, piece by piece (CPU ns per request)")
+        for line in profile.format_table(results["profile"]):
+            print("  " + line)
+        for problem in results["profile"]["problems"]:
+            print(f"    !! CHECK FAILED: {problem}")
+    if mode == "all":
+        _scale_and_client(args, results, size)
+    results["elapsed_s"] = time.perf_counter() - t0
+    results["load_end"] = loadavg()
+    return results
+
+
+def _scale_and_client(args: argparse.Namespace, results: dict[str, Any], size: str) -> None:
+    from . import client, scale
 
     if not args.no_client:
-        if args.smoke:
-            plan = [(1, 30), (10, 100)]
-        elif quick:
-            plan = [(1, 100), (100, 500)]
-        else:
-            plan = [(1, 2000), (100, 2000)]
-        results["client"] = client.client_rows(max(2, reps if quick else min(reps, 5)), plan)
+        plan = {"smoke": [(1, 20), (10, 40)], "quick": [(1, 100), (100, 500)]}.get(
+            size, [(1, 2000), (100, 2000)]
+        )
+        results["client"] = client.client_rows(2 if size != "normal" else 5, plan)
         for row in results["client"]:
             extra = f"  ratio {row['ratio']:.3f}" if "ratio" in row else ""
             print(
                 f"  client c={row['concurrency']:<3} {row['name']:<36} "
                 f"{row['median']:8.0f} req/s [{row['min']:.0f}..{row['max']:.0f}]{extra}"
             )
-    results["memory"] = scale.memory_rows(100 if args.smoke else 200 if quick else 2000)
+    results["memory"] = scale.memory_rows({"smoke": 100, "quick": 200}.get(size, 2000))
     for row in results["memory"]:
         print(f"  memory {row['name']:<60} {row['bytes']:8.0f} B")
-    hosts = 2_000 if args.smoke else 5_000 if quick else 100_000
-    results["registry"] = scale.registry_rows(hosts, 1 if quick else 3)
+    hosts = {"smoke": 2_000, "quick": 5_000}.get(size, 100_000)
+    results["registry"] = scale.registry_rows(hosts, 1 if size != "normal" else 3)
     for row in results["registry"]:
         print(f"  registry {row}")
-    results["race"] = scale.race_rows(1_000 if quick else 10_000, 2 if quick else 5)
+    results["race"] = scale.race_rows(
+        1_000 if size != "normal" else 10_000, 2 if size != "normal" else 5
+    )
     print(f"  race {results['race']}")
-    results["elapsed_s"] = time.perf_counter() - t0
-    results["load_end"] = loadavg()
-    return results
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a few seconds; prints, writes nothing unless --out")
-    parser.add_argument("--reps", type=int, default=None, help="rounds per section (default 15; quick 3)")
-    parser.add_argument("--batch-ms", type=float, default=None, help="target ms per batch (default 25; quick 4)")
-    parser.add_argument("--out", type=Path, default=None, help="markdown report (default BENCHMARKS.md; none in quick mode)")
-    parser.add_argument("--chart", type=Path, default=None, help="chart PNG (default benchmarks/results.png next to --out)")
-    parser.add_argument("--json", type=Path, default=None, help="also dump raw results as JSON")
-    parser.add_argument("--smoke", action="store_true", help="with --quick: smaller still (the test suite's smoke test)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=(__doc__ or "").split("\n")[0]
+    )
+    parser.add_argument(
+        "mode", nargs="?", default="all", choices=MODES, help="what to run (default: all)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="small and fast; writes nothing unless --out"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="smaller still: the test suite's smoke test"
+    )
+    parser.add_argument(
+        "--reps",
+        type=int,
+        default=None,
+        help="rounds (default: all 21, hotpath 31, profile 21; quick 5)",
+    )
+    parser.add_argument(
+        "--batch-ms",
+        type=float,
+        default=None,
+        help="CPU ms per batch (default 20; profile 10; quick 3)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the round order (default: fresh, reported)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown report (default: BENCHMARKS.md for a full run)",
+    )
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        help="chart PNG (default: benchmarks/results.png beside BENCHMARKS.md)",
+    )
+    parser.add_argument(
+        "--readme-table",
+        type=Path,
+        default=None,
+        help="also write the README's performance table to this file",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also dump the raw results as JSON")
     parser.add_argument("--no-client", action="store_true", help="skip the whole-client section")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -199,18 +383,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results = run(args)
 
-    out = args.out if args.out is not None else (None if args.quick else ROOT / "BENCHMARKS.md")
+    from . import report
+
+    default_out = args.mode == "all" and not args.quick
+    out = args.out if args.out is not None else (ROOT / "BENCHMARKS.md" if default_out else None)
+    if args.mode == "all":
+        table = report.readme_table(results)
+        results["readme_table"] = table
+        print("\n== The README's performance table (paste as is)\n")
+        print(table)
+        if args.readme_table is not None:
+            args.readme_table.write_text(table)
+    if out is not None:
+        chart = None
+        if args.mode == "all":
+            chart = args.chart or (
+                ROOT / "benchmarks" / "results.png"
+                if out == ROOT / "BENCHMARKS.md"
+                else out.with_suffix(".png")
+            )
+            if not report.chart(results, chart):
+                chart = None
+        out.write_text(report.markdown(results, chart, out.parent))
+        print(f"\nwrote {out}" + (f" and {chart}" if chart else ""))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2, default=str))
-    if out is not None:
-        from . import report
-
-        chart = args.chart or (
-            ROOT / "benchmarks" / "results.png" if out == ROOT / "BENCHMARKS.md" else out.with_suffix(".png")
-        )
-        drawn = report.chart(results, chart)
-        out.write_text(report.markdown(results, chart if drawn else None, out.parent))
-        print(f"\nwrote {out}" + (f" and {chart}" if drawn else " (no chart: matplotlib missing)"))
     return results
 
 

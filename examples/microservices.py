@@ -39,8 +39,9 @@ from httpx_breaker.events import BreakerEvent
 
 SERVICES = ("user", "order", "payment", "notification")
 
-# Short open periods so the example finishes quickly.
-STANDARD = CircuitBreakerConfig(failure_threshold=3, reset_timeout=0.3, half_open_max_requests=1)
+# Short open periods so the example finishes quickly, yet long enough that a busy
+# machine cannot end one between the two outages.
+STANDARD = CircuitBreakerConfig(failure_threshold=3, reset_timeout=1.5, half_open_max_requests=1)
 CRITICAL = STANDARD.replace(failure_threshold=2)
 POLICIES = {
     "user": STANDARD,

@@ -8,13 +8,15 @@ The order: retries outside, the breaker inside, the network last::
   that is down opens the breaker after `failure_threshold` attempts, not after
   `failure_threshold` whole retry sequences.
 - Once the breaker is open, the next attempt fails at once with `CircuitOpenError`
-  (no I/O), and the retry policy must give up on it: retrying cannot help until the
-  open period ends, and that is the breaker's job. So `CircuitOpenError` must not be
-  in the set of retried errors. httpx-retries retries only timeouts, network errors
+  (no I/O). Retrying it cannot help before the open period ends (its `retry_after`),
+  and that is the breaker's job. httpx-retries retries only timeouts, network errors
   and `RemoteProtocolError` by default, which leaves `CircuitOpenError` (a plain
-  `httpx.TransportError`) out; with stamina, whose `on=` usually names
-  `httpx.HTTPError` or `httpx.TransportError`, both of which include
-  `CircuitOpenError`, exclude it explicitly, as `retry_on` does below.
+  `httpx.TransportError`) out, so its retries end there. With stamina, whose `on=`
+  usually names `httpx.HTTPError` or `httpx.TransportError` (both include
+  `CircuitOpenError`), use `httpx_breaker.retries.backoff_hook`: it waits
+  `retry_after` when that is within `max_wait`, and gives up at once otherwise (here
+  the open period, 30 s, is longer than `max_wait`, 5 s). docs/stacking.md has the
+  recipes for stamina, tenacity, httpx-retries, SDKs and caches.
 - The other order (breaker outside the retries) also refuses calls while open, but
   it sees one outcome per retry sequence: it opens only after several sequences have
   each hammered the failing host, and in HALF_OPEN each probe becomes a burst of
@@ -43,6 +45,7 @@ from httpx_breaker import (
     CircuitState,
 )
 from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
+from httpx_breaker.retries import backoff_hook
 
 CONFIG = CircuitBreakerConfig(failure_threshold=3, reset_timeout=30.0)
 RETRY = Retry(total=3, backoff_factor=0.01)  # up to 4 attempts per request; 503 is retried
@@ -86,10 +89,8 @@ async def part1_httpx_retries() -> None:
             print(f"   the failing upstream received {upstream.request_count} requests in all")
 
 
-def retry_on(exc: Exception) -> bool:
-    """stamina's `on=` hook: retry transport errors and 5xx, never an open breaker."""
-    if isinstance(exc, CircuitOpenError):
-        return False  # the breaker decides when to try again, not the retry loop
+def worth_retrying(exc: Exception) -> bool:
+    """Transport errors and 5xx. Refusals are backoff_hook's: it waits retry_after or gives up."""
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code >= 500
     return isinstance(exc, httpx.TransportError)
@@ -103,7 +104,12 @@ async def part2_stamina() -> None:
         transport.registry.breaker_for(key).on_state_change = announce("stamina")
         async with httpx.AsyncClient(transport=transport) as client:
 
-            @stamina.retry(on=retry_on, attempts=4, wait_initial=0.01, wait_max=0.02)
+            @stamina.retry(
+                on=backoff_hook(on=worth_retrying, max_wait=5.0),
+                attempts=4,
+                wait_initial=0.01,
+                wait_max=0.02,
+            )
             async def fetch() -> httpx.Response:
                 response = await client.get(f"{upstream.url}/data")
                 response.raise_for_status()

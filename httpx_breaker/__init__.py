@@ -3,7 +3,7 @@
 from ._breaker import CircuitBreaker
 from ._config import CircuitBreakerConfig
 from ._decorator import circuit_breaker
-from ._errors import CircuitOpenError, CircuitTimeoutError
+from ._errors import BulkheadFullError, CircuitOpenError, CircuitTimeoutError, RequestRejected
 from ._metrics import BreakerMetrics
 from ._registry import BreakerRegistry, get_all_circuit_breakers
 from ._state import CircuitState
@@ -13,12 +13,14 @@ __all__ = [
     "AsyncCircuitBreakerTransport",
     "BreakerMetrics",
     "BreakerRegistry",
+    "BulkheadFullError",
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "CircuitBreakerTransport",
     "CircuitOpenError",
     "CircuitState",
     "CircuitTimeoutError",
+    "RequestRejected",
     "circuit_breaker",
     "get_all_circuit_breakers",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, Literal
@@ -129,6 +130,16 @@ class CircuitBreakerConfig:
     closed, so an error while it streams counts) or ``"headers"`` (as soon as the
     headers arrive, so a long stream used as a half-open probe does not hold the probe
     slot for its whole life; a later body error is not counted)."""
+    max_concurrent: int | None
+    """Most requests in flight through the breaker at once (>= 1), from admission until
+    the request ends (its body closed, an error, a cancellation, or the garbage
+    collection of a response nobody read); `None` (the default) for no limit. A
+    half-open probe needs a slot too. See `max_wait`."""
+    max_wait: float
+    """How long a request that finds `max_concurrent` requests in flight waits for a
+    slot, in seconds (>= 0; 0 refuses at once), first come first served, before it
+    raises `BulkheadFullError` without any I/O. Waiting is cancellable. Only read when
+    `max_concurrent` is set."""
 
     def __init__(
         self,
@@ -151,6 +162,8 @@ class CircuitBreakerConfig:
         max_retry_after: Duration = 300.0,
         dry_run: bool = False,
         outcome_at: Literal["close", "headers"] = "close",
+        max_concurrent: int | None = None,
+        max_wait: Duration = 0.0,
     ) -> None:
         values: dict[str, Any] = {}
 
@@ -251,6 +264,29 @@ class CircuitBreakerConfig:
         if outcome_at not in ("close", "headers"):
             raise ValueError(f'outcome_at must be "close" or "headers", got {outcome_at!r}')
         values["outcome_at"] = outcome_at
+
+        if max_concurrent is not None:
+            if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
+                raise ConfigTypeError(
+                    f"max_concurrent must be an int >= 1 or None, got {max_concurrent!r}"
+                )
+            if max_concurrent < 1:
+                raise ValueError(
+                    f"max_concurrent must be >= 1 or None (no limit), got {max_concurrent!r}"
+                )
+        values["max_concurrent"] = max_concurrent
+
+        mw = _duration("max_wait", max_wait)
+        assert mw is not None
+        if mw < 0:
+            raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        if mw and max_concurrent is None:
+            warnings.warn(
+                f"max_wait={max_wait!r} has no effect without max_concurrent: requests only "
+                "wait for a slot when max_concurrent limits them",
+                stacklevel=2,
+            )
+        values["max_wait"] = mw
 
         for name, value in values.items():
             object.__setattr__(self, name, value)

@@ -1,14 +1,19 @@
 """The exceptions a breaker raises.
 
-Both sit in httpx's exception tree, so code that already handles httpx errors
-keeps working::
+All sit in httpx's exception tree, so code that already handles httpx errors keeps
+working::
 
     httpx.HTTPError
      └── httpx.RequestError
           └── httpx.TransportError
-               ├── CircuitOpenError          (the breaker refused the call; no I/O happened)
+               ├── RequestRejected           (refused before any I/O; never the host's fault)
+               │    ├── CircuitOpenError     (the breaker is open, or every probe slot is taken)
+               │    └── BulkheadFullError    (`max_concurrent` requests already in flight)
                └── httpx.TimeoutException
                     └── CircuitTimeoutError  (the call outlived the breaker's `timeout`)
+
+`except RequestRejected` catches both refusals: nothing was sent, so a request refused
+this way is always safe to retry elsewhere or later, whatever its method.
 """
 
 from __future__ import annotations
@@ -20,10 +25,42 @@ import httpx
 if TYPE_CHECKING:
     from ._state import CircuitState
 
-__all__ = ["CircuitOpenError", "CircuitTimeoutError"]
+__all__ = ["BulkheadFullError", "CircuitOpenError", "CircuitTimeoutError", "RequestRejected"]
 
 
-class CircuitOpenError(httpx.TransportError):
+class RequestRejected(httpx.TransportError):
+    """The request was refused before any I/O: nothing reached the network.
+
+    The common base of `CircuitOpenError` and `BulkheadFullError`. A refusal is never
+    counted as a failure of the host.
+
+    Attributes:
+        key: the breaker's name (for a transport, the host key such as ``"api.example.com"``).
+        request: the refused `httpx.Request`, when a transport raised it.
+    """
+
+    key: str
+
+    def __init__(self, key: str, *, request: httpx.Request | None = None) -> None:
+        self.key = key
+        # Refusals are raised on every request while they last and most callers just
+        # catch them, so construction is kept cheap: the message is built in __str__,
+        # only if read, and httpx's three-level __init__ chain is done in one step (it
+        # sets `args` and `_request`, exactly as below). Subclasses do the same inline.
+        Exception.__init__(self, key)
+        self._request = request
+
+    def __str__(self) -> str:
+        return f"request through circuit breaker {self.key!r} was refused before any I/O"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.key,))
+
+
+class CircuitOpenError(RequestRejected):
     """The breaker refused the call before any I/O.
 
     Attributes:
@@ -46,10 +83,7 @@ class CircuitOpenError(httpx.TransportError):
         self.key = key
         self.state = state
         self.retry_after = retry_after
-        # An open breaker raises this on every request and most callers just catch it,
-        # so construction is kept cheap: the message is built in __str__, only if read,
-        # and httpx's three-level __init__ chain is done in one step (it sets `args`
-        # and `_request`, exactly as below).
+        # Cheap on purpose: see RequestRejected.__init__ (no super() chain, no message).
         Exception.__init__(self, key)
         self._request = request
 
@@ -61,15 +95,39 @@ class CircuitOpenError(httpx.TransportError):
             f"retry after {self.retry_after:.3f}s"
         )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self)!r})"
-
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_open_error, (self.key, self.state, self.retry_after))
 
 
 def _rebuild_open_error(key: str, state: CircuitState, retry_after: float | None) -> CircuitOpenError:
     return CircuitOpenError(key, state, retry_after)
+
+
+class BulkheadFullError(RequestRejected):
+    """`max_concurrent` requests were already in flight through the breaker, and no slot
+    came free within `max_wait`; the request was refused before any I/O.
+
+    It says the caller is sending more than the policy allows at once, not that the host
+    failed: it never moves the breaker.
+
+    Attributes:
+        key: the breaker's name (for a transport, the host key such as ``"api.example.com"``).
+        limit: the breaker's `max_concurrent`.
+        request: the refused `httpx.Request`, when a transport raised it.
+    """
+
+    def __init__(self, key: str, limit: int, *, request: httpx.Request | None = None) -> None:
+        self.key = key
+        self.limit = limit
+        # Cheap on purpose: see RequestRejected.__init__ (no super() chain, no message).
+        Exception.__init__(self, key)
+        self._request = request
+
+    def __str__(self) -> str:
+        return f"{self.key!r} is at its limit of {self.limit} requests in flight (max_concurrent)"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (BulkheadFullError, (self.key, self.limit))
 
 
 class CircuitTimeoutError(httpx.TimeoutException):

@@ -1,31 +1,57 @@
-"""BreakerRegistry: one breaker per key, per-host policies, a size cap; and keys.
+"""BreakerRegistry: one breaker per key, per-host policies, a size cap, listeners.
 
-Keys: the URL host, plus ``:port`` when the port is not the scheme's default, IPv6
-in brackets; never userinfo, path or query. Policies: an exact key, then the bare
-host, then the longest ``*.suffix`` wildcard (subdomains only), then the default;
-case-insensitive.
+Policies: an exact key, then the bare host, then the longest ``*.suffix`` wildcard
+(subdomains only), then the default; case-insensitive. Keys and patterns are spelled
+by `_keys` (one spelling per host).
+
+Thread safety. One lock guards every change: creating a breaker, evicting one, the
+listeners. A lookup that finds its breaker (every request but a host's first) takes no
+lock and changes no shared container: it reads a dict and writes its entry's last-use
+stamp, a plain attribute. Reads of the whole registry (`values()`, `items()`,
+iteration, `snapshot()`) copy it under the lock, so they never meet a half-done
+eviction.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
+import itertools
+import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final, TypeAlias
 
-import httpx
+from ._breaker import CircuitBreaker, Listener, _call_listener, _live_breakers
+from ._config import CircuitBreakerConfig
+from ._dashboard import build_dashboard
+from ._keys import HTTPX_URL, URLLike, bare_host, default_key, normalize_pattern, url_key
+from ._state import BreakerEvent, CircuitState
 
-from ._breaker import CircuitBreaker, _live_breakers
-from ._config import CircuitBreakerConfig, ConfigTypeError
-from ._state import CircuitState
-
-# How many breakers one eviction looks at, at most: bounded work under the lock.
-EVICTION_SCAN = 64
-
+# default_key and normalize_pattern are re-exported for code that imported them from
+# here in 0.1; their home is `_keys` (and `httpx_breaker.keys` for default_key).
 __all__ = ["BreakerRegistry", "default_key", "get_all_circuit_breakers", "normalize_pattern"]
+
+logger = logging.getLogger("httpx_breaker")
+
+EVICTION_SCAN: Final = 64
+"""How many breakers (not counting forced ones) one eviction looks at, at most: bounded
+work under the lock, however many of them are open."""
+
+URL_SPELLINGS: Final = 4
+"""How many spellings of one key the URL cache keeps (with and without a trailing dot,
+the ways an IPv6 address can be written...): the cache stays within this many entries
+per breaker, however many ways a client writes one host."""
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+
+
+_Spelling: TypeAlias = "str | tuple[str, int] | tuple[str, bytes, int | None]"
+"""A URL as the URL cache knows it. For an `httpx.URL`, whose port is None for its
+scheme's default: the host as the str it keeps (`raw_host` is its ASCII encoding), or
+``(host, port)``. For another URL type: ``(scheme, raw_host, port)``. The three shapes
+never compare equal to one another, so they cannot collide."""
 
 
 def get_all_circuit_breakers() -> dict[str, CircuitBreaker]:
@@ -37,120 +63,20 @@ def get_all_circuit_breakers() -> dict[str, CircuitBreaker]:
     return _live_breakers()
 
 
-def default_key(request: httpx.Request) -> str:
-    """The breaker key of a request: host, plus ``:port`` when it is not the default.
+class _Entry:
+    """One breaker of a registry, with what eviction needs to know about it."""
 
-    The host is lower-case ASCII (an internationalised name in its punycode form,
-    ``xn--bcher-kva.example``); an IPv6 address is bracketed and compressed
-    (``[::1]:8080``). Userinfo, path, query and fragment are never part of the key.
-    """
-    url = request.url
-    # raw_host is the one spelling of a host: lower case, IDNA as punycode. (`url.host`
-    # decodes punycode only when it starts the host, so it has two spellings.)
-    host = url.raw_host.decode("ascii")
-    if ":" in host:
-        host = f"[{_canonical_ipv6(host)}]"
-    port = url.port
-    return host if port is None else f"{host}:{port}"
+    __slots__ = ("breaker", "placed", "stamp", "urls")
 
-
-def _canonical_ipv6(address: str) -> str:
-    """One spelling per IPv6 address (httpx keeps ``[2001:DB8:0::1]`` as written)."""
-    try:
-        ip = ipaddress.IPv6Address(address)
-    except ValueError:
-        return address.lower()
-    mapped = ip.ipv4_mapped
-    if mapped is not None:
-        # Spelled as RFC 5952 recommends, on every Python (3.13 changed `compressed`
-        # for these from "::ffff:7f00:1" to "::ffff:127.0.0.1").
-        return f"::ffff:{mapped}"
-    return ip.compressed
-
-
-# Characters no pattern holds: whitespace, or userinfo given by mistake.
-_NEVER_IN_PATTERN = frozenset(" \t\r\n@")
-# Characters a host[:port] never holds; a pattern with one is an opaque custom key.
-_NOT_IN_HOST = frozenset("/\\?#%")
-
-
-def normalize_pattern(pattern: str) -> str:
-    """The canonical form of a policy pattern, as keys are spelled; ValueError if invalid.
-
-    A pattern is a host (``"api.example.com"``, ``"[::1]"``), a host with a port
-    (``"api.example.com:8443"``) or a wildcard for subdomains (``"*.example.com"``).
-    Hosts are lower-cased, internationalised names take their ASCII (punycode) form
-    as keys do, IPv6 addresses are bracketed and compressed. Anything
-    else that is not a host (a key of a custom `key` function such as ``"svc:payments"``
-    or ``"api.example.com/v2"``) is matched as an exact key, case-insensitively.
-    """
-    if not isinstance(pattern, str):
-        raise ConfigTypeError(f"a policy pattern must be a str, got {pattern!r}")
-    what = (
-        f"policy pattern {pattern!r} is not valid: use a host such as 'api.example.com', "
-        "a host and port such as 'api.example.com:8443', or a wildcard such as "
-        "'*.example.com'"
-    )
-    wildcard = pattern.startswith("*.")
-    rest = pattern[2:] if wildcard else pattern
-    if not rest or "*" in rest or "://" in rest or not _NEVER_IN_PATTERN.isdisjoint(rest):
-        raise ValueError(what)
-    if not _NOT_IN_HOST.isdisjoint(rest):
-        if wildcard:
-            raise ValueError(what)
-        return rest.lower()
-    port = ""
-    if rest.startswith("["):
-        end = rest.find("]")
-        if end == -1:
-            raise ValueError(what)
-        host, tail = rest[1:end], rest[end + 1 :]
-        if tail:
-            if not tail.startswith(":"):
-                raise ValueError(what)
-            port = tail[1:]
-        ipv6 = True
-    elif rest.count(":") > 1:
-        host, ipv6 = rest, True
-    else:
-        host, sep, port = rest.partition(":")
-        ipv6 = False
-        if sep and not (port.isascii() and port.isdigit()):
-            if wildcard or not port:
-                raise ValueError(what)
-            return rest.lower()  # "svc:payments": a custom key, not host:port
-    if port:
-        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
-            raise ValueError(f"{what} (bad port {port!r})")
-        if wildcard:
-            raise ValueError(f"{what} (a wildcard matches hosts on any port; drop the port)")
-    if ipv6:
-        if wildcard:
-            raise ValueError(what)
-        try:
-            host = f"[{ipaddress.IPv6Address(host).compressed}]"
-        except ValueError:
-            raise ValueError(f"{what} ({host!r} is not an IPv6 address)") from None
-    else:
-        if "" in host.split(".") or "[" in host or "]" in host:
-            raise ValueError(what)
-        try:
-            host = httpx.URL(f"http://{host}/").raw_host.decode("ascii")
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise ValueError(f"{what} ({exc})") from None
-    normalized = f"{host}:{port}" if port else host
-    return f"*.{normalized}" if wildcard else normalized
-
-
-def _bare_host(key: str) -> str:
-    """`key` without its ``:port`` (brackets of an IPv6 literal kept)."""
-    if key.startswith("["):
-        end = key.find("]")
-        return key[: end + 1] if end != -1 else key
-    head, sep, tail = key.rpartition(":")
-    if sep and tail.isdigit():
-        return head
-    return key
+    def __init__(self, breaker: CircuitBreaker, stamp: int) -> None:
+        self.breaker = breaker
+        # When it was last used (written on every lookup, without the lock: a plain
+        # attribute store, which no thread can see half done).
+        self.stamp = stamp
+        # `stamp` when it last took its place at the back of the eviction queue.
+        self.placed = stamp
+        # Its spellings in the URL cache, removed with it.
+        self.urls: tuple[_Spelling, ...] = ()
 
 
 def _check_policies(
@@ -169,8 +95,8 @@ def _check_policies(
         normalized = normalize_pattern(pattern)
         if normalized in checked:
             raise ValueError(
-                f"policies has {pattern!r} twice (patterns are case-insensitive; "
-                f"both are {normalized!r})"
+                f"policies has {pattern!r} twice (patterns are case-insensitive and a "
+                f"trailing dot is dropped; both are {normalized!r})"
             )
         checked[normalized] = config
     return checked
@@ -186,8 +112,42 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             a host (``"api.example.com"``) or a wildcard for subdomains (``"*.example.com"``).
         max_size: the most breakers kept. Past it the least-recently-used breaker that
             is neither open nor half-open is dropped; if every one is, the open one whose
-            period ends first.
+            period ends first. A breaker forced open or closed is never dropped (see
+            "Eviction" below).
         clock: the clock every breaker here reads (`time.monotonic` by default).
+
+    Eviction. Making a new breaker in a full registry drops one, chosen among at most
+    `EVICTION_SCAN` (64) breakers that are not forced, taken from the front of a queue:
+
+    - the least recently used (by `breaker_for` and the transports) of those that are
+      CLOSED; if none is, the OPEN one whose open period ends first; if none is, the
+      least recently used HALF_OPEN one;
+    - a breaker held by `force_open()` or `force_closed()` is never dropped: forcing
+      is an operator's decision that holds until `reset()`, and a new breaker in its
+      place would forget it. A forced breaker does not count against the 64.
+
+    In a registry of up to 64 unforced breakers, every one is looked at, so the rule
+    above is exact. In a larger one it holds among the 64 at the front of the queue:
+    entries that were used since they took their place, and open or half-open ones,
+    go to the back as the scan passes them, so the front gathers breakers that have
+    gone unused longest. A flood of failing hosts thus costs at most 64 looks per new
+    host, never a scan of the whole registry.
+
+    When every breaker is forced and the registry is full, the new breaker is added
+    anyway and the registry grows past `max_size` (a WARNING is logged). A request to
+    a new host must not fail because an operator forced other hosts, and dropping a
+    forced breaker would silently undo the forcing; the excess is bounded by the
+    number of forced breakers, which only your own `force_*()` calls make (a flood of
+    hosts cannot), and it shrinks back as soon as one of them is `reset()`.
+
+    Reading. `values()`, `items()`, iteration, `len`, `in`, `get` and `snapshot()`
+    never raise while other threads create and evict breakers: the bulk reads copy
+    the registry under its lock. ``registry[key]`` raises `KeyError` for a key that
+    is not (or no longer) there, as any mapping does; so can ``dict(registry)``, which
+    reads key by key, when a key is evicted midway: use ``dict(registry.items())``.
+
+    Listeners. `add_listener(fn)` calls `fn(event)` for every `BreakerEvent` of every
+    breaker in the registry, those made later included.
     """
 
     def __init__(
@@ -212,8 +172,19 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         self._policies = _check_policies(policies)
         self._max_size = max_size
         self._clock = clock
-        self._breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
         self._lock = threading.Lock()
+        # key -> entry: read without the lock, changed under it.
+        self._entries: dict[str, _Entry] = {}
+        # The same entries in eviction order (front: first to be looked at); only ever
+        # touched under the lock.
+        self._queue: OrderedDict[str, _Entry] = OrderedDict()
+        # A URL's spelling (see `_Spelling`) -> entry, for the default key rules: read
+        # without the lock, filled under it, cleared of an entry's spellings with it.
+        self._by_url: dict[_Spelling, _Entry] = {}
+        # Last-use stamps. `next()` on a count is one C call: atomic under the GIL, and
+        # at worst a repeated number (a tie between two uses) on a free-threaded build.
+        self._stamps = itertools.count(1)
+        self._listeners: tuple[Listener, ...] = ()
 
     @property
     def default(self) -> CircuitBreakerConfig:
@@ -221,7 +192,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     @property
     def policies(self) -> Mapping[str, CircuitBreakerConfig]:
-        """The policies, keyed by lower-cased pattern."""
+        """The policies, keyed by normalised pattern (lower case, no trailing dot)."""
         return MappingProxyType(self._policies)
 
     @property
@@ -238,10 +209,15 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         if not policies:
             return self._default
         k = key.lower()
+        host = bare_host(k)
+        if host.endswith(".") and len(host) > 1:
+            # A key made by hand with the root dot: match it as the default key
+            # rules would have spelled it.
+            k = host[:-1] + k[len(host) :]
+            host = host[:-1]
         config = policies.get(k)
         if config is not None:
             return config
-        host = _bare_host(k)
         config = policies.get(host)
         if config is not None:
             return config
@@ -254,6 +230,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                 dot = host.find(".", dot + 1)
         return self._default
 
+    # -- lookups (every request) --------------------------------------------------
+
     def breaker_for(self, key: str, *, policy: str | None = None) -> CircuitBreaker:
         """The breaker for `key`, created on first use.
 
@@ -261,6 +239,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         ``"{key}#{policy}"`` that follows that policy: requests that opt into another
         policy do not share failures with the host's main breaker.
         """
+        config = None
         if policy is not None:
             pattern = normalize_pattern(policy)
             config = self._policies.get(pattern)
@@ -270,70 +249,214 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                     f"({sorted(self._policies)})"
                 )
             key = f"{key}#{pattern}"
-        else:
-            config = None
-        breakers = self._breakers
-        breaker = breakers.get(key)
-        if breaker is not None:
-            try:  # noqa: SIM105 (contextlib.suppress costs more, and this is every request)
-                breakers.move_to_end(key)
-            except KeyError:  # evicted by another thread just now: still usable
-                pass
-            return breaker
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.stamp = next(self._stamps)
+            return entry.breaker
         with self._lock:
-            breaker = breakers.get(key)
-            if breaker is None:
-                if len(breakers) >= self._max_size:
-                    self._evict_one()
-                breaker = CircuitBreaker(
-                    key, config or self.config_for(key), clock=self._clock
-                )
-                breakers[key] = breaker
-            return breaker
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._add(key, config)
+            else:
+                entry.stamp = next(self._stamps)
+            return entry.breaker
+
+    def _breaker_for_url(self, url: URLLike) -> CircuitBreaker:
+        """``breaker_for(default_key(request))`` for a request to `url`, exactly, and
+        without building the key string: the transports' lookup when they use the
+        default key function and the request names no policy.
+
+        Contract: for every `url` (an `httpx.URL`, or any object with its `scheme`,
+        `raw_host` and `port`), this returns the breaker that
+        ``breaker_for(url_key(url))`` would return at that moment, creates it when that
+        would (with the same policy and listeners), and counts as a use for eviction
+        just the same. Calls of the two may be mixed freely; they share the breakers.
+
+        How: a cache maps the URL's spelling (`_Spelling`: its host and port, plus its
+        scheme for URL types other than httpx's, whose port httpx already leaves out
+        when it is the scheme's default) to the breaker's entry. A hit reads the cache
+        and stamps the entry, like `breaker_for`, and takes no lock. A miss computes the
+        key with `url_key` and fills the cache under the registry's lock. Every spelling
+        of a breaker leaves the cache when the breaker is evicted, and at most
+        `URL_SPELLINGS` are kept per breaker (further spellings take the miss path,
+        which is still exact), so the cache stays within the registry's cap. As with
+        `breaker_for`, a breaker that another thread evicts at that very moment may
+        still be returned: it works, it is just no longer in the registry.
+        """
+        if type(url) is HTTPX_URL:
+            # httpx's own URL: its parts are plain tuple fields (the properties cost
+            # three times as much, and `raw_host` encodes the host anew). Its port is
+            # None for the scheme's default, so host and port decide the key; the host
+            # str is the same object at every call, its hash computed once.
+            ref = url._uri_reference
+            port = ref.port
+            spelling: _Spelling = ref.host if port is None else (ref.host, port)
+        else:
+            spelling = (url.scheme, url.raw_host, url.port)
+        entry = self._by_url.get(spelling)
+        if entry is not None:
+            entry.stamp = next(self._stamps)
+            return entry.breaker
+        return self._add_url(url, spelling)
+
+    def _add_url(self, url: URLLike, spelling: _Spelling) -> CircuitBreaker:
+        key = url_key(url)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._add(key, None)
+            else:
+                entry.stamp = next(self._stamps)
+            if len(entry.urls) < URL_SPELLINGS and spelling not in self._by_url:
+                entry.urls = (*entry.urls, spelling)
+                self._by_url[spelling] = entry
+            return entry.breaker
+
+    # -- changes (under the lock) -----------------------------------------------
+
+    def _add(self, key: str, config: CircuitBreakerConfig | None) -> _Entry:
+        """Make the breaker for `key`, evicting one first if full (lock held)."""
+        if len(self._entries) >= self._max_size:
+            self._evict_one()
+        breaker = CircuitBreaker(key, config or self.config_for(key), clock=self._clock)
+        if self._listeners:
+            breaker.add_listener(self._dispatch)
+        entry = _Entry(breaker, next(self._stamps))
+        self._entries[key] = entry
+        self._queue[key] = entry
+        return entry
 
     def _evict_one(self) -> None:
-        """Drop the LRU breaker that is neither open nor half-open (lock held).
+        """Drop one breaker by the rule in the class docstring (lock held)."""
+        queue = self._queue
+        sample: list[tuple[str, _Entry]] = []
+        forced: list[str] = []
+        for key, entry in queue.items():
+            if entry.breaker._forced is not None:
+                forced.append(key)
+                continue
+            sample.append((key, entry))
+            if len(sample) == EVICTION_SCAN:
+                break
+        for key in forced:
+            queue.move_to_end(key)  # so that the next scan starts past them
+        victim = _choose_victim(sample)
+        if victim is None:
+            logger.warning(
+                "circuit breaker registry: every one of its %d breakers is forced open "
+                "or closed; it grows past max_size=%d rather than drop a forced breaker",
+                len(self._entries),
+                self._max_size,
+            )
+            return
+        for key, entry in sample:
+            if key == victim:
+                continue
+            stamp = entry.stamp
+            if stamp != entry.placed or entry.breaker._state is not _CLOSED:
+                entry.placed = stamp
+                queue.move_to_end(key)
+        self._drop(victim)
 
-        Open and half-open breakers met on the way are moved to the recent end, so the
-        next eviction starts past them. The walk stops after `EVICTION_SCAN` breakers:
-        if all of those are open (or half-open), the one whose open period ends first
-        goes. In a registry of up to `EVICTION_SCAN` breakers that is exactly the rule
-        "LRU closed breaker, else the soonest-ending open one"; in a larger one it keeps
-        a flood of failing hosts from costing a full scan per new host.
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        del self._queue[key]
+        by_url = self._by_url
+        for spelling in entry.urls:
+            del by_url[spelling]
+
+    # -- listeners ----------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call `listener(event)` for every `BreakerEvent` of every breaker in the
+        registry: those it holds now and those it makes later.
+
+        The same contract as `CircuitBreaker.add_listener`: listeners run outside every
+        lock, in the order they were added; an exception in one is logged and never
+        reaches the request. A breaker with a listener leaves the engine's fast path for
+        successes (each call builds an event); a registry without listeners costs
+        nothing per request.
         """
-        breakers = self._breakers
-        soonest: tuple[float, str] | None = None
-        for _ in range(min(len(breakers), EVICTION_SCAN)):
-            key, breaker = next(iter(breakers.items()))
-            if breaker._state is CircuitState.CLOSED:
-                del breakers[key]
-                return
-            until = breaker._open_until if breaker._state is CircuitState.OPEN else math.inf
-            if breaker._forced is CircuitState.OPEN:
-                until = math.inf
-            if soonest is None or until < soonest[0]:
-                soonest = (until, key)
-            breakers.move_to_end(key)
-        if soonest is not None:
-            del breakers[soonest[1]]
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        with self._lock:
+            attach = not self._listeners
+            self._listeners = (*self._listeners, listener)
+            if attach:
+                for entry in self._entries.values():
+                    entry.breaker.add_listener(self._dispatch)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling `listener`; a listener that was never added is ignored.
+
+        When the last one goes, the registry's breakers are back on the fast path.
+        """
+        with self._lock:
+            before = self._listeners
+            # Equality, not identity: `obj.method` is a new bound method at every access.
+            self._listeners = tuple(x for x in before if x != listener)
+            if before and not self._listeners:
+                for entry in self._entries.values():
+                    entry.breaker.remove_listener(self._dispatch)
+
+    def _dispatch(self, event: BreakerEvent) -> None:
+        """The one listener the registry adds to each breaker: fans out, never raises."""
+        for listener in self._listeners:
+            _call_listener(listener, event)
+
+    # -- the mapping ----------------------------------------------------------------
+
+    def _copy(self) -> dict[str, CircuitBreaker]:
+        with self._lock:
+            return {key: entry.breaker for key, entry in self._entries.items()}
 
     def __getitem__(self, key: str) -> CircuitBreaker:
-        return self._breakers[key]
+        return self._entries[key].breaker
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The breaker for `key` if the registry holds one, else `default` (never creates)."""
+        entry = self._entries.get(key)
+        return default if entry is None else entry.breaker
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._breakers))
+        with self._lock:
+            keys = list(self._entries)
+        return iter(keys)
 
     def __len__(self) -> int:
-        return len(self._breakers)
+        return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._breakers
+        return key in self._entries
+
+    def values(self) -> ValuesView[CircuitBreaker]:
+        """The breakers, as of one instant."""
+        return self._copy().values()
+
+    def items(self) -> ItemsView[str, CircuitBreaker]:
+        """``(key, breaker)`` pairs, as of one instant."""
+        return self._copy().items()
 
     def snapshot(self) -> dict[str, Any]:
-        """Dashboard data for this registry's breakers (see `httpx_breaker.monitoring`)."""
-        from .monitoring import dashboard  # monitoring reads breakers; import on demand
-
-        return dashboard(list(self._breakers.values()))
+        """Dashboard data for this registry's breakers (the shape of
+        `httpx_breaker.monitoring.dashboard`)."""
+        return build_dashboard(self._copy().values())
 
     def __repr__(self) -> str:
         return f"<BreakerRegistry {len(self)} breakers, max_size={self._max_size}>"
+
+
+def _choose_victim(sample: list[tuple[str, _Entry]]) -> str | None:
+    """The key to evict among `sample` (none of them forced), or None if it is empty."""
+    closed = [(entry.stamp, key) for key, entry in sample if entry.breaker._state is _CLOSED]
+    if closed:
+        return min(closed)[1]
+    opened = [
+        (entry.breaker._open_until, entry.stamp, key)
+        for key, entry in sample
+        if entry.breaker._state is _OPEN
+    ]
+    if opened:
+        return min(opened)[2]
+    rest = [(entry.stamp, key) for key, entry in sample]
+    return min(rest)[1] if rest else None

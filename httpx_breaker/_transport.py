@@ -3,8 +3,13 @@
 Both share one synchronous core (`_Core`): map a request to its key and breaker, ask
 for a permit before any I/O, and turn what came back into one outcome for the
 breaker. The response body is wrapped so that the outcome is recorded when the body
-is closed (an error while it streams reaches the classifier), and a response that is
-dropped unclosed hands its permit back when it is garbage-collected.
+is closed (an error while it streams reaches the classifier; a caller that stops
+reading early is not an error), and a response that is dropped unclosed hands its
+permit back when it is garbage-collected.
+
+The transports are otherwise transparent: they change nothing httpx users rely on
+(streams, the wrapped transport's lifecycle, its timeouts, its extensions) except that a
+request to an open host is refused before any I/O.
 """
 
 from __future__ import annotations
@@ -13,16 +18,21 @@ import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
-from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier
+from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier, from_cache
 from ._config import CircuitBreakerConfig
-from ._deadline import run_with_deadline
+from ._deadline import Deadline
 from ._errors import CircuitOpenError, CircuitTimeoutError
-from ._registry import BreakerRegistry, default_key
+from ._keys import default_key
+from ._registry import BreakerRegistry
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["AsyncCircuitBreakerTransport", "CircuitBreakerTransport", "parse_retry_after"]
 
@@ -30,6 +40,7 @@ logger = logging.getLogger("httpx_breaker")
 
 EXTENSION = "circuit_breaker"
 _OPTIONS = frozenset({"bypass", "policy", "key"})
+_INF = float("inf")
 
 
 def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
@@ -57,13 +68,20 @@ def parse_retry_after(value: str, *, now: float | None = None) -> float | None:
     return max(0.0, stamp - now)
 
 
+def _traces(transport: object) -> bool:
+    """Whether `transport` is httpx's own, which reports through httpcore's ``trace``
+    extension when a connection has been assigned to a request."""
+    return isinstance(transport, (httpx.AsyncHTTPTransport, httpx.HTTPTransport))
+
+
 class _Core:
     """What both transports do around the wrapped transport, with no I/O of its own."""
 
-    __slots__ = ("classifier", "key", "registry")
+    __slots__ = ("by_url", "classifier", "closed", "key", "registry", "traces")
 
     def __init__(
         self,
+        transport: object,
         *,
         default: CircuitBreakerConfig | None,
         policies: Mapping[str, CircuitBreakerConfig] | None,
@@ -88,10 +106,22 @@ class _Core:
         self.registry = registry
         self.classifier: Classifier = classifier or default_classifier
         self.key: Callable[[httpx.Request], str] = key or default_key
+        # With the default key function, the registry finds a request's breaker from its
+        # URL without building the key string.
+        self.by_url = key is None
+        # Set once the transport (or its client) is closed: errors after that are ours.
+        self.closed = False
+        # Whether the wrapped transport reports, through httpcore's `trace` extension,
+        # when a request gets its connection: known for httpx's own transports, learned
+        # from the first traced request for any other. Deadlines then start there.
+        self.traces = _traces(transport)
 
-    def admit(self, request: httpx.Request) -> tuple[CircuitBreaker, int] | None:
-        """The request's breaker and permit, None to bypass; raises CircuitOpenError."""
+    def breaker_for(self, request: httpx.Request, *, bypass: bool = True) -> CircuitBreaker | None:
+        """The request's breaker, or None when it bypasses the breaker (unless `bypass`
+        is False: then the breaker it would use without bypassing)."""
         options = request.extensions.get(EXTENSION)
+        if options is None and self.by_url:
+            return self.registry._breaker_for_url(request.url)
         policy = key = None
         if options is not None:
             if not isinstance(options, Mapping):
@@ -105,7 +135,14 @@ class _Core:
                     f'request.extensions["{EXTENSION}"] has unknown options {sorted(unknown)}; '
                     f"known: {sorted(_OPTIONS)}"
                 )
-            if options.get("bypass"):
+            wants_bypass = options.get("bypass", False)
+            if not isinstance(wants_bypass, bool):
+                # "false" and 0 would otherwise read as truthy or falsy by accident.
+                raise TypeError(
+                    f'request.extensions["{EXTENSION}"]["bypass"] must be a bool, '
+                    f"got {type(wants_bypass).__name__}"
+                )
+            if wants_bypass and bypass:
                 return None
             policy = options.get("policy")
             key = options.get("key")
@@ -119,7 +156,13 @@ class _Core:
             if not isinstance(key, str):
                 # The type only: the value (a URL, the request) may hold credentials.
                 raise TypeError(f"the key function must return a str, got {type(key).__name__}")
-        breaker = self.registry.breaker_for(key, policy=policy)
+        return self.registry.breaker_for(key, policy=policy)
+
+    def admit(self, request: httpx.Request) -> tuple[CircuitBreaker, int] | None:
+        """The request's breaker and permit, None to bypass; raises CircuitOpenError."""
+        breaker = self.breaker_for(request)
+        if breaker is None:
+            return None
         try:
             return breaker, breaker._acquire()
         except CircuitOpenError as exc:
@@ -133,9 +176,10 @@ class _Core:
         response: httpx.Response | None,
         exc: BaseException | None,
     ) -> int:
-        """Ask the classifier; cancellations and excluded exceptions are ignored first."""
+        """Ask the classifier; cancellations, excluded exceptions and errors caused by
+        closing the transport are ignored first."""
         if exc is not None:
-            if not isinstance(exc, Exception):
+            if not isinstance(exc, Exception) or self.closed:
                 return IGNORED
             excluded = breaker.config.exclude_exceptions
             if excluded and isinstance(exc, excluded):
@@ -164,6 +208,32 @@ class _Core:
             exc.request = request
         breaker._record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
 
+    def respond(
+        self,
+        breaker: CircuitBreaker,
+        token: int,
+        request: httpx.Request,
+        response: httpx.Response,
+        state: object,
+        start: float,
+        end: float,
+        overrun: CircuitTimeoutError | None,
+        tracked: type[_Tracked],
+    ) -> httpx.Response:
+        """Record the outcome now, or wrap the body to record it when it is closed."""
+        if response.is_closed or breaker.config.outcome_at == "headers":
+            # Already read (a MockTransport, a cache): httpx will not close its stream
+            # again, so the outcome is known now. Wrapping it would also nest wrappers
+            # around a response object that an inner transport hands out repeatedly.
+            # With outcome_at="headers", the status decides now and the body is free.
+            _finish(self, breaker, token, request, response, overrun, start, end)
+        else:
+            stream = tracked(response.stream, self, breaker, token, request, response, start, end)
+            stream._error = overrun
+            response.stream = stream  # type: ignore[assignment]  # one of the two stream classes
+        response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
+        return response
+
 
 def _finish(
     core: _Core,
@@ -182,9 +252,12 @@ def _finish(
     if error is None and core.classifier is default_classifier:
         # The default rules for a response that arrived whole, without the call.
         if response.status_code not in DEFAULT_FAILURE_STATUSES:
-            breaker._record_success(token, start, end, breaker.clock())
+            if from_cache(response):
+                breaker._record(token, IGNORED, start, end, None, breaker.clock())
+            else:
+                breaker._record_success(token, start, end, breaker.clock())
             return
-        outcome = FAILURE
+        outcome = IGNORED if from_cache(response) else FAILURE
     else:
         outcome = core.outcome(breaker, request, response, error)
         if outcome == SUCCESS:
@@ -255,15 +328,26 @@ class _Tracked:
 
 
 class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
-    __slots__ = ()
+    """The wrapped body: an iterator, not a generator, so that a caller who stops
+    reading early (breaks out of a loop, closes the response) leaves no generator to be
+    finalised with `GeneratorExit`: walking away is not an error, and the response is
+    judged as if it had been read."""
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    __slots__ = ("_chunks",)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._chunks = self._stream.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self._stream:
-                yield chunk
+            chunk: bytes = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            raise
         except BaseException as exc:
             self._error = exc
             raise
+        return chunk
 
     async def aclose(self) -> None:
         try:
@@ -273,14 +357,23 @@ class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
 
 
 class _SyncTrackedStream(_Tracked, httpx.SyncByteStream):
-    __slots__ = ()
+    """The sync twin of `_AsyncTrackedStream`."""
+
+    __slots__ = ("_chunks",)
 
     def __iter__(self) -> Iterator[bytes]:
+        self._chunks = iter(self._stream)
+        return self
+
+    def __next__(self) -> bytes:
         try:
-            yield from self._stream
+            chunk: bytes = next(self._chunks)
+        except StopIteration:
+            raise
         except BaseException as exc:
             self._error = exc
             raise
+        return chunk
 
     def close(self) -> None:
         try:
@@ -289,9 +382,19 @@ class _SyncTrackedStream(_Tracked, httpx.SyncByteStream):
             self._settle()
 
 
-def _annotate(response: httpx.Response, breaker: CircuitBreaker, state: object) -> None:
-    """Tell the caller which breaker handled the response, and its state at admission."""
-    response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
+def _pool_timeout(request: httpx.Request) -> float | None:
+    timeouts = request.extensions.get("timeout")
+    if isinstance(timeouts, Mapping):
+        pool = timeouts.get("pool")
+        return pool if isinstance(pool, (int, float)) else None
+    return None
+
+
+def _restore(extensions: dict[str, Any], name: str, value: object) -> None:
+    if value is None:
+        extensions.pop(name, None)
+    else:
+        extensions[name] = value
 
 
 class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
@@ -299,7 +402,7 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
 
     Args:
         transport: the transport to wrap; `httpx.AsyncHTTPTransport()` by default.
-            Closing this transport closes it.
+            Closing this transport (or leaving its ``async with`` block) closes it.
         default: the policy for hosts no pattern of `policies` matches.
         policies: pattern -> policy (exact key, host, or ``*.suffix``).
         classifier: `(request, response, exception) -> bool | None`; see
@@ -310,7 +413,8 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
 
     Raises (from `handle_async_request`):
         CircuitOpenError: the host's breaker is open; the wrapped transport was not called.
-        CircuitTimeoutError: response headers did not arrive within the policy's `timeout`.
+        CircuitTimeoutError: the policy sets `timeout` and the response headers did not
+            arrive within it (counted from the moment the request got a connection).
     """
 
     def __init__(
@@ -323,13 +427,18 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         key: Callable[[httpx.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
     ) -> None:
-        self._core = _Core(
-            default=default, policies=policies, classifier=classifier, key=key, registry=registry
-        )
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
         elif not isinstance(transport, httpx.AsyncBaseTransport):
             raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
+        self._core = _Core(
+            transport,
+            default=default,
+            policies=policies,
+            classifier=classifier,
+            key=key,
+            registry=registry,
+        )
         self._transport = transport
 
     @classmethod
@@ -368,6 +477,15 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         """The wrapped transport."""
         return self._transport
 
+    def breaker_for_url(self, url: str | httpx.URL | httpx.Request) -> CircuitBreaker:
+        """The breaker a request to `url` uses (created if no request has made it yet).
+
+        Accepts a URL (`str` or `httpx.URL`) or an `httpx.Request`, whose per-request
+        options (``extensions["circuit_breaker"]``: ``key``, ``policy``) are honoured;
+        a request that would bypass the breaker gets the breaker it would otherwise use.
+        """
+        return _breaker_for_url(self._core, url)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
         admitted = core.admit(request)
@@ -382,35 +500,82 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
             if timeout is None:
                 response = await self._transport.handle_async_request(request)
             else:
-                response = await run_with_deadline(
-                    self._transport.handle_async_request(request), timeout, breaker.name
-                )
+                response = await self._send_with_deadline(request, breaker.name, timeout)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start)
             raise
-        if response.is_closed:
-            # Already read (a MockTransport, a cache): httpx will not close its stream
-            # again, so the outcome is known now. Wrapping it would also nest wrappers
-            # around a response object that an inner transport hands out repeatedly.
-            _finish(core, breaker, token, request, response, None, start, clock())
+        return core.respond(
+            breaker, token, request, response, state, start, clock(), None, _AsyncTrackedStream
+        )
+
+    async def _send_with_deadline(
+        self, request: httpx.Request, name: str, timeout: float
+    ) -> httpx.Response:
+        """The wrapped transport's response, its headers within `timeout` of the request
+        getting a connection.
+
+        Where the wrapped transport reports (through httpcore's ``trace``) when the
+        request gets a connection, the deadline starts there: the wait for the client's
+        own pool is not the host's fault. Until then it allows the pool's own timeout on
+        top. Elsewhere it starts now.
+        """
+        core = self._core
+        extensions = request.extensions
+        if core.traces:
+            pool = _pool_timeout(request)
+            deadline = Deadline(timeout, name, armed=_INF if pool is None else timeout + pool)
         else:
-            response.stream = _AsyncTrackedStream(
-                response.stream, core, breaker, token, request, response, start, clock()
-            )
-        _annotate(response, breaker, state)
-        return response
+            deadline = Deadline(timeout, name)
+        user_trace = extensions.get("trace")
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            # httpcore's first event for a request: it has its connection (new or pooled).
+            # Start the deadline, and hand tracing back so later events cost us nothing.
+            core.traces = True
+            deadline.arm(timeout)
+            _restore(extensions, "trace", user_trace)
+            if user_trace is not None:
+                await user_trace(event, info)
+
+        extensions["trace"] = trace
+        try:
+            return await deadline.run(self._transport.handle_async_request(request))
+        finally:
+            if extensions.get("trace") is trace:
+                _restore(extensions, "trace", user_trace)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} around {self._transport!r}>"
+
+    async def __aenter__(self) -> Self:
+        await self._transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._core.closed = True
+        await self._transport.__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
+        self._core.closed = True
         await self._transport.aclose()
 
 
 class CircuitBreakerTransport(httpx.BaseTransport):
     """The sync twin of `AsyncCircuitBreakerTransport`, for `httpx.Client`; thread-safe.
 
-    A sync request cannot be abandoned: the policy's `timeout` caps the wrapped
-    transport's connect, read, write and pool timeouts for the request, and a request
-    whose headers still arrive later than `timeout` is recorded as a failure (its
-    response is returned all the same).
+    A sync request cannot be abandoned half way. When the policy sets `timeout` and the
+    wrapped transport is httpx's own, each step up to the response headers (connect,
+    TLS, send, wait for headers) gets at most what is left of the deadline as its
+    timeout, counted from the moment the request got a connection, and running out
+    raises `CircuitTimeoutError`; the body keeps httpx's own timeouts. Headers that
+    still arrive later than `timeout` (a server trickling them, or a wrapped transport
+    that cannot be bounded) are recorded as a failure, and the response is returned
+    all the same.
     """
 
     def __init__(
@@ -423,13 +588,18 @@ class CircuitBreakerTransport(httpx.BaseTransport):
         key: Callable[[httpx.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
     ) -> None:
-        self._core = _Core(
-            default=default, policies=policies, classifier=classifier, key=key, registry=registry
-        )
         if transport is None:
             transport = httpx.HTTPTransport()
         elif not isinstance(transport, httpx.BaseTransport):
             raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
+        self._core = _Core(
+            transport,
+            default=default,
+            policies=policies,
+            classifier=classifier,
+            key=key,
+            registry=registry,
+        )
         self._transport = transport
 
     @classmethod
@@ -463,6 +633,10 @@ class CircuitBreakerTransport(httpx.BaseTransport):
         """The wrapped transport."""
         return self._transport
 
+    def breaker_for_url(self, url: str | httpx.URL | httpx.Request) -> CircuitBreaker:
+        """The breaker a request to `url` uses; see the async twin."""
+        return _breaker_for_url(self._core, url)
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         core = self._core
         admitted = core.admit(request)
@@ -471,42 +645,154 @@ class CircuitBreakerTransport(httpx.BaseTransport):
         breaker, token = admitted
         state = breaker._state
         clock = breaker.clock
-        timeout = breaker.config.timeout
-        if timeout is not None:
-            _cap_timeouts(request, timeout)
         start = clock()
+        timeout = breaker.config.timeout
+        overrun = None
         try:
-            response = self._transport.handle_request(request)
+            if timeout is None:
+                response = self._transport.handle_request(request)
+            else:
+                bound = _SyncDeadline(core, request, breaker.name, timeout, clock)
+                try:
+                    response = self._transport.handle_request(request)
+                except httpx.TimeoutException as exc:
+                    mine = bound.explain(exc)
+                    if mine is exc:
+                        raise
+                    raise mine from exc
+                finally:
+                    bound.close()
+                if bound.started is not None:
+                    start = bound.started
+                if clock() - start > timeout:
+                    overrun = CircuitTimeoutError(breaker.name, timeout, request=request)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start)
             raise
-        end = clock()
-        overrun = None
-        if timeout is not None and end - start > timeout:
-            overrun = CircuitTimeoutError(breaker.name, timeout, request=request)
-        if response.is_closed:
-            # Already read: see the async twin.
-            _finish(core, breaker, token, request, response, overrun, start, end)
-        else:
-            tracked = _SyncTrackedStream(
-                response.stream, core, breaker, token, request, response, start, end
-            )
-            tracked._error = overrun
-            response.stream = tracked
-        _annotate(response, breaker, state)
-        return response
+        return core.respond(
+            breaker, token, request, response, state, start, clock(), overrun, _SyncTrackedStream
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} around {self._transport!r}>"
+
+    def __enter__(self) -> Self:
+        self._transport.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._core.closed = True
+        self._transport.__exit__(exc_type, exc_value, traceback)
 
     def close(self) -> None:
+        self._core.closed = True
         self._transport.close()
 
 
-def _cap_timeouts(request: httpx.Request, timeout: float) -> None:
-    current = request.extensions.get("timeout")
-    if not isinstance(current, Mapping):
-        request.extensions["timeout"] = dict.fromkeys(("connect", "read", "write", "pool"), timeout)
-        return
-    capped = {}
-    for phase in ("connect", "read", "write", "pool"):
-        value = current.get(phase)
-        capped[phase] = timeout if value is None or value > timeout else value
-    request.extensions["timeout"] = capped
+_monotonic = time.monotonic
+_PHASES = ("connect", "read", "write")
+_NOT_CAPPED = ("response_body.started", "response_closed.started")
+
+
+class _SyncDeadline:
+    """A deadline on the steps of one sync request up to its response headers.
+
+    Installed as the request's httpcore ``trace`` hook (the caller's own hook is still
+    called). At the first event the request has its connection and the deadline starts;
+    at the start of every later step the connect, read and write timeouts httpcore is
+    about to read are lowered to what is left, so the step ends in time. On close the
+    request gets back its own timeouts (the body reads with those) and its own hook.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_core",
+        "_extensions",
+        "_t0",
+        "_timeouts",
+        "_user_trace",
+        "capped",
+        "name",
+        "started",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        core: _Core,
+        request: httpx.Request,
+        name: str,
+        timeout: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._core = core
+        self._clock = clock
+        self.name = name
+        self.timeout = timeout
+        self.started: float | None = None  # the breaker's clock at the first step
+        self._t0 = 0.0  # the real clock then
+        self.capped = False  # whether the step under way has a timeout we lowered
+        extensions = self._extensions = request.extensions
+        self._timeouts = extensions.get("timeout")
+        self._user_trace = extensions.get("trace")
+        extensions["trace"] = self._trace
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        # The steps up to the response headers; never the body, nor the clean-up after
+        # an error (raising there would hide that error).
+        if event.endswith(".started") and not event.endswith(_NOT_CAPPED):
+            # Socket timeouts are real seconds, so the deadline runs on the real clock;
+            # the breaker's own (injectable) clock times the call for the record.
+            now = _monotonic()
+            if self.started is None:
+                self.started = self._clock()
+                self._t0 = now
+                self._core.traces = True
+            left = self.timeout - (now - self._t0)
+            if left <= 0:
+                raise CircuitTimeoutError(self.name, self.timeout)
+            self._cap(left)
+        user_trace = self._user_trace
+        if user_trace is not None:
+            user_trace(event, info)
+
+    def _cap(self, left: float) -> None:
+        own = self._timeouts if isinstance(self._timeouts, Mapping) else {}
+        capped = dict(own)
+        self.capped = False
+        for phase in _PHASES:
+            value = own.get(phase)
+            if value is None or value > left:
+                capped[phase] = left
+                self.capped = True
+        self._extensions["timeout"] = capped
+
+    def explain(self, exc: httpx.TimeoutException) -> httpx.TimeoutException:
+        """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired."""
+        if isinstance(exc, CircuitTimeoutError):
+            return exc
+        if self.capped and not isinstance(exc, httpx.PoolTimeout):
+            return CircuitTimeoutError(self.name, self.timeout)
+        return exc
+
+    def close(self) -> None:
+        extensions = self._extensions
+        _restore(extensions, "timeout", self._timeouts)
+        _restore(extensions, "trace", self._user_trace)
+
+
+def _breaker_for_url(core: _Core, url: str | httpx.URL | httpx.Request) -> CircuitBreaker:
+    if isinstance(url, httpx.Request):
+        request = url
+    elif isinstance(url, (str, httpx.URL)):
+        request = httpx.Request("GET", url)
+    else:
+        raise TypeError(f"url must be a str, an httpx.URL or an httpx.Request, got {url!r}")
+    breaker = core.breaker_for(request, bypass=False)
+    assert breaker is not None
+    return breaker

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Literal, TypeAlias
 
 from ._breaker import CircuitBreaker
+from ._dashboard import build_dashboard, health_score
 from ._metrics import BreakerMetrics
 from ._registry import get_all_circuit_breakers
 from ._state import CircuitState
@@ -34,22 +35,6 @@ BreakerSource: TypeAlias = (
     | None
 )
 """What to read: None (every live breaker), a mapping, an iterable, or a callable."""
-
-
-def health_score(metrics: BreakerMetrics) -> float:
-    """0 to 100: 70 points for the success rate, 30 for the response time.
-
-    The seed's formula, as its code has it: the response-time part is
-    ``max(0, min(30, (5 - t) * 6))`` for a mean response time of `t` seconds, so 30
-    points at 0 s, 24 at 1 s and none from 5 s on. (The seed's comment says "full
-    marks at 1 s or less"; its code, which this follows, gives full marks only at 0 s.)
-    A breaker with no traffic scores 100.
-    """
-    if metrics.total_requests == 0:
-        return 100.0
-    success_score = metrics.success_rate * 70.0
-    response_time_score = max(0.0, min(30.0, (5.0 - metrics.average_response_time) * 6.0))
-    return success_score + response_time_score
 
 
 def resolve_breakers(breakers: BreakerSource = None) -> list[CircuitBreaker]:
@@ -94,24 +79,6 @@ def freeze_source(breakers: BreakerSource) -> BreakerSource:
     )
 
 
-def _row(breaker: CircuitBreaker, metrics: BreakerMetrics) -> dict[str, Any]:
-    return {
-        "name": breaker.name,
-        "state": metrics.state.value,
-        "metrics": {
-            "total_requests": metrics.total_requests,
-            "successful_requests": metrics.successful_requests,
-            "failed_requests": metrics.failed_requests,
-            "ignored_requests": metrics.ignored_requests,
-            "rejected_requests": metrics.rejected_requests,
-            "success_rate": metrics.success_rate,
-            "failure_rate": metrics.failure_rate,
-            "average_response_time": metrics.average_response_time,
-        },
-        "health_score": health_score(metrics),
-    }
-
-
 def dashboard(breakers: BreakerSource = None) -> dict[str, Any]:
     """Dashboard data: a `summary` of counts by state, and `breakers` sorted by health,
     lowest first (ties by name), each with `name`, `state`, `metrics` and `health_score`.
@@ -120,27 +87,7 @@ def dashboard(breakers: BreakerSource = None) -> dict[str, Any]:
         breakers: the breakers to show (see the module docstring); every live breaker
             by default.
     """
-    summary = {
-        "total_breakers": 0,
-        "open_breakers": 0,
-        "half_open_breakers": 0,
-        "closed_breakers": 0,
-    }
-    rows: list[dict[str, Any]] = []
-    for breaker in resolve_breakers(breakers):
-        # One snapshot per breaker: its state and its numbers are from the same instant.
-        metrics = breaker.get_metrics()
-        state = metrics.state
-        summary["total_breakers"] += 1
-        if state is CircuitState.OPEN:
-            summary["open_breakers"] += 1
-        elif state is CircuitState.HALF_OPEN:
-            summary["half_open_breakers"] += 1
-        else:
-            summary["closed_breakers"] += 1
-        rows.append(_row(breaker, metrics))
-    rows.sort(key=lambda row: (row["health_score"], row["name"]))
-    return {"summary": summary, "breakers": rows}
+    return build_dashboard(resolve_breakers(breakers))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,13 +9,19 @@ import pytest
 
 from httpx_breaker import (
     AsyncCircuitBreakerTransport,
+    BulkheadFullError,
     CircuitBreakerConfig,
     CircuitBreakerTransport,
     CircuitOpenError,
     CircuitState,
     CircuitTimeoutError,
 )
-from httpx_breaker.classifiers import DEFAULT_FAILURE_STATUSES, default_classifier, make_classifier
+from httpx_breaker.classifiers import (
+    DEFAULT_FAILURE_STATUSES,
+    default_classifier,
+    from_cache,
+    make_classifier,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +41,6 @@ def response(status: int) -> httpx.Response:
         httpx.ConnectError("refused"),
         httpx.ConnectTimeout("slow connect"),
         httpx.ReadTimeout("slow read"),
-        httpx.PoolTimeout("pool"),
         httpx.ReadError("reset"),
         httpx.RemoteProtocolError("cut"),
         httpx.ProxyError("proxy"),
@@ -53,12 +58,51 @@ def test_default_transport_errors_and_timeouts_fail(exc: Exception) -> None:
         httpx.UnsupportedProtocol("ftp://"),
         httpx.LocalProtocolError("bad header"),
         CircuitOpenError("inner.example.com", CircuitState.OPEN, 3.0),
+        BulkheadFullError("inner.example.com", 4),
+        httpx.PoolTimeout("waited for the client's own pool"),
         ValueError("not the host's fault"),
     ],
 )
 def test_default_caller_side_errors_are_ignored(exc: Exception) -> None:
-    """Caller-side errors, a nested breaker's CircuitOpenError and non-httpx errors are ignored."""
+    """Caller-side errors, a nested breaker's CircuitOpenError, the client's own pool
+    timing out and non-httpx errors are ignored."""
     assert default_classifier(REQUEST, None, exc) is None
+    assert make_classifier()(REQUEST, None, exc) is None
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        {"caching": {"from_cache": True, "revalidated": False, "stored": False}},  # hishel 2
+        {"hishel_from_cache": True},  # hishel 1
+        {"from_cache": True},  # hishel 0.x
+    ],
+)
+@pytest.mark.parametrize("status", [200, 503])
+def test_default_cache_hits_are_ignored(extensions: dict[str, object], status: int) -> None:
+    """A response a cache below the breaker served proves nothing about the host."""
+    hit = httpx.Response(status, request=REQUEST, extensions=extensions)
+    assert from_cache(hit)
+    assert default_classifier(REQUEST, hit, None) is None
+    assert make_classifier()(REQUEST, hit, None) is None
+    assert make_classifier(ignore_cache_hits=False)(REQUEST, hit, None) is (status == 503)
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [
+        {},
+        {"caching": {"from_cache": False, "revalidated": False, "stored": True}},
+        {"hishel_from_cache": False},
+        {"caching": "not a mapping"},
+        {"http_version": b"HTTP/1.1"},
+    ],
+)
+def test_responses_from_the_network_are_judged(extensions: dict[str, object]) -> None:
+    """A response that did not come from a cache is judged by its status."""
+    fresh = httpx.Response(503, request=REQUEST, extensions=extensions)
+    assert not from_cache(fresh)
+    assert default_classifier(REQUEST, fresh, None) is True
 
 
 @pytest.mark.parametrize("status", sorted(DEFAULT_FAILURE_STATUSES))

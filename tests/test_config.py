@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = {
     "max_retry_after": 300.0,
     "dry_run": False,
     "outcome_at": "close",
+    "max_concurrent": None,
+    "max_wait": 0.0,
 }
 
 
@@ -73,11 +75,20 @@ def test_configs_compare_by_value() -> None:
 
 @pytest.mark.parametrize(
     "field",
-    ["timeout", "reset_timeout", "window_duration", "slow_call_duration", "max_retry_after"],
+    [
+        "timeout",
+        "reset_timeout",
+        "window_duration",
+        "slow_call_duration",
+        "max_retry_after",
+        "max_wait",
+    ],
 )
 def test_timedelta_durations_become_float_seconds(field: str) -> None:
     """Every duration accepts a timedelta and stores float seconds."""
-    config = CircuitBreakerConfig(**{field: timedelta(milliseconds=1500)})
+    # max_wait only means something with a limit to wait for.
+    extra = {"max_concurrent": 1} if field == "max_wait" else {}
+    config = CircuitBreakerConfig(**{field: timedelta(milliseconds=1500)}, **extra)
     value = getattr(config, field)
     assert value == 1.5
     assert type(value) is float
@@ -125,6 +136,8 @@ def test_boundary_values_are_accepted() -> None:
         max_reset_timeout=0,
         jitter=1.0,
         max_retry_after=0,
+        max_concurrent=1,
+        max_wait=0,
     )
     assert config.window_size == 1
     assert CircuitBreakerConfig(jitter=0.0, window_size=4, minimum_requests=4).jitter == 0.0
@@ -163,6 +176,12 @@ def test_boundary_values_are_accepted() -> None:
         ("jitter", 1.5, "[0, 1]"),
         ("max_retry_after", -1, ">= 0"),
         ("outcome_at", "body", '"close" or "headers"'),
+        ("max_concurrent", 0, ">= 1 or None"),
+        ("max_concurrent", -5, ">= 1 or None"),
+        ("max_wait", -0.001, ">= 0"),
+        ("max_wait", timedelta(seconds=-1), ">= 0"),
+        ("max_wait", float("inf"), "finite"),
+        ("max_wait", float("nan"), "finite"),
     ],
 )
 def test_invalid_value_names_field_range_and_value(
@@ -200,6 +219,12 @@ def test_invalid_value_names_field_range_and_value(
         ("max_retry_after", [1]),
         ("dry_run", "yes"),
         ("outcome_at", None),
+        ("max_concurrent", 2.0),
+        ("max_concurrent", "10"),
+        ("max_concurrent", True),
+        ("max_wait", None),
+        ("max_wait", "1s"),
+        ("max_wait", True),
         ("exclude_exceptions", "ValueError"),
         ("exclude_exceptions", 42),
         ("exclude_exceptions", (ValueError, "oops")),
@@ -216,6 +241,21 @@ def test_wrong_type_is_a_type_error_that_is_also_a_value_error(field: str, value
     message = str(info.value)
     assert message.startswith(field), message
     assert "must" in message
+
+
+def test_bulkhead_fields_take_a_limit_and_a_wait() -> None:
+    """`max_concurrent` is kept as given; `max_wait` becomes float seconds."""
+    config = CircuitBreakerConfig(max_concurrent=8, max_wait=2)
+    assert config.max_concurrent == 8
+    assert config.max_wait == 2.0 and type(config.max_wait) is float
+    assert CircuitBreakerConfig(max_concurrent=None).max_concurrent is None
+
+
+def test_max_wait_without_max_concurrent_warns() -> None:
+    """A wait with no limit to wait for is legal but does nothing: it warns, naming both."""
+    with pytest.warns(UserWarning, match=r"max_wait=0\.5 has no effect without max_concurrent"):
+        config = CircuitBreakerConfig(max_wait=0.5)
+    assert config.max_wait == 0.5
 
 
 def test_exclude_exceptions_message_names_the_offender() -> None:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import subprocess
+import sys
 from collections.abc import Mapping
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from httpx_breaker import (
     AsyncCircuitBreakerTransport,
     BreakerRegistry,
     CircuitBreakerConfig,
     CircuitBreakerTransport,
+    CircuitOpenError,
     CircuitState,
     get_all_circuit_breakers,
 )
@@ -326,3 +332,196 @@ async def test_transport_breakers_are_in_the_global_view() -> None:
         await client.get("https://global-view.example.com:8443/x")
     everything = get_all_circuit_breakers()
     assert everything["global-view.example.com:8443"] is transport.registry["global-view.example.com:8443"]
+
+
+# -- forced breakers and eviction (defect 12) ----------------------------------------
+
+
+def test_forced_open_breaker_is_never_evicted_by_a_half_open_one(clock: FakeClock) -> None:
+    """With a forced-open and a half-open breaker filling the registry, the half-open
+    one goes: the forcing is what an operator asked for and must hold until reset()."""
+    config = CircuitBreakerConfig(failure_threshold=1, reset_timeout=10.0)
+    registry = BreakerRegistry(default=config, max_size=2, clock=clock)
+    registry.breaker_for("forced").force_open()
+    _open(registry, "half")
+    clock.advance(10.0)
+    assert registry["half"].state is CircuitState.HALF_OPEN
+    registry.breaker_for("new")
+    assert sorted(registry) == ["forced", "new"]
+    assert registry["forced"].state is CircuitState.OPEN
+
+
+def test_forced_open_breaker_survives_a_flood_of_hosts(clock: FakeClock) -> None:
+    """However many hosts pass through, a forced-open breaker stays, still open."""
+    registry = BreakerRegistry(max_size=4, clock=clock)
+    forced = registry.breaker_for("down.example")
+    forced.force_open()
+    for i in range(500):
+        registry.breaker_for(f"h{i}.example")
+    assert registry["down.example"] is forced
+    assert forced.state is CircuitState.OPEN
+    assert len(registry) == 4
+
+
+def test_registry_never_imports_monitoring() -> None:
+    """The registry sits below `monitoring` (which reads registries): building one and
+    taking its snapshot loads neither `monitoring` nor an exporter."""
+    code = (
+        "import sys\n"
+        "from httpx_breaker import BreakerRegistry\n"
+        "registry = BreakerRegistry()\n"
+        "registry.breaker_for('a.example').force_open()\n"
+        "assert registry.snapshot()['summary']['open_breakers'] == 1\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('httpx_breaker.'))\n"
+        "assert 'httpx_breaker.monitoring' not in loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_forced_closed_breaker_is_never_evicted(clock: FakeClock) -> None:
+    """`force_closed()` holds until `reset()` too: eviction passes over it, even when it
+    is the least recently used breaker."""
+    registry = BreakerRegistry(max_size=2, clock=clock)
+    registry.breaker_for("pinned").force_closed()
+    registry.breaker_for("b")
+    registry.breaker_for("c")
+    assert sorted(registry) == ["c", "pinned"]
+    registry["pinned"].reset()  # no longer forced: the least recently used goes next
+    registry.breaker_for("d")
+    assert sorted(registry) == ["c", "d"]
+
+
+def test_full_of_forced_breakers_grows_past_max_size_and_warns(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When every breaker is forced, a new host still gets its breaker: the registry
+    grows by one past `max_size` (with a warning) rather than drop a forced one, and
+    never by more than the forced breakers need."""
+    registry = BreakerRegistry(max_size=2, clock=clock)
+    registry.breaker_for("a").force_open()
+    registry.breaker_for("b").force_closed()
+    with caplog.at_level("WARNING", logger="httpx_breaker"):
+        c = registry.breaker_for("c")
+    assert sorted(registry) == ["a", "b", "c"]
+    assert "grows past max_size=2" in caplog.text
+    registry.breaker_for("d")  # c is not forced: it makes room for d
+    assert sorted(registry) == ["a", "b", "d"]
+    assert "c" not in registry and c.name == "c"
+    registry["a"].reset()  # a forced breaker released: back under the cap in time
+    registry.breaker_for("e")
+    registry.breaker_for("f")
+    assert len(registry) == 3
+    assert registry["b"].is_closed() and "b" in registry
+
+
+def test_hot_breaker_survives_a_flood_in_a_large_registry() -> None:
+    """In a registry larger than one eviction's scan, a breaker used between every new
+    host is never the one evicted, wherever it sits in the queue."""
+    registry = BreakerRegistry(max_size=300)
+    hot = registry.breaker_for("hot.example")
+    for i in range(3_000):
+        registry.breaker_for(f"cold{i}.example")
+        assert registry.breaker_for("hot.example") is hot
+    assert len(registry) == 300
+
+
+def test_eviction_in_a_large_registry_prefers_the_long_unused() -> None:
+    """Past the scan size, recently used breakers outlive ones nobody used since."""
+    registry = BreakerRegistry(max_size=200)
+    for i in range(200):
+        registry.breaker_for(f"k{i}")
+    recent = [f"k{i}" for i in range(0, 200, 2)]  # every other breaker used again
+    for key in recent:
+        registry.breaker_for(key)
+    for i in range(100):
+        registry.breaker_for(f"new{i}")
+    assert all(key in registry for key in recent)
+    assert len(registry) == 200
+
+
+# -- the eviction rule against a model ---------------------------------------------
+
+OPS = ("use", "use_url", "fail", "advance", "force_open", "force_closed", "reset")
+
+
+class EvictionModel:
+    """The design's rule, written plainly: membership and last use, nothing else."""
+
+    def __init__(self, registry: BreakerRegistry, max_size: int) -> None:
+        self.registry = registry
+        self.max_size = max_size
+        self.last: dict[str, int] = {}
+        self.forced: set[str] = set()
+        self.tick = 0
+
+    def use(self, key: str) -> None:
+        if key not in self.last and len(self.last) >= self.max_size:
+            self.evict()
+        self.tick += 1
+        self.last[key] = self.tick
+
+    def evict(self) -> None:
+        candidates = [k for k in self.last if k not in self.forced]
+        if not candidates:
+            return  # every breaker forced: the registry grows
+        states = {k: self.registry[k].state for k in candidates}
+        closed = [k for k in candidates if states[k] is CircuitState.CLOSED]
+        opened = [k for k in candidates if states[k] is CircuitState.OPEN]
+        if closed:
+            victim = min(closed, key=self.last.__getitem__)
+        elif opened:
+            victim = min(opened, key=lambda k: (self.registry[k].retry_after, self.last[k]))
+        else:
+            victim = min(candidates, key=self.last.__getitem__)
+        del self.last[victim]
+
+
+def _boom() -> None:
+    raise RuntimeError("down")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    max_size=st.integers(1, 6),
+    steps=st.lists(
+        st.tuples(st.sampled_from(OPS), st.integers(0, 9), st.sampled_from([1.0, 5.0, 12.0])),
+        max_size=60,
+    ),
+)
+def test_small_registry_evicts_exactly_by_the_rule(
+    max_size: int, steps: list[tuple[str, int, float]]
+) -> None:
+    """In a registry of up to 64 breakers, eviction follows the design's rule exactly:
+    the least recently used closed breaker; else the open one whose period ends first;
+    forced breakers never (checked against a plain model over random histories)."""
+    clock = FakeClock()
+    registry = BreakerRegistry(
+        default=CircuitBreakerConfig(failure_threshold=1, reset_timeout=10.0, half_open_max_requests=1),
+        max_size=max_size,
+        clock=clock,
+    )
+    model = EvictionModel(registry, max_size)
+    for op, n, seconds in steps:
+        key = f"h{n}.example"
+        if op == "advance":
+            clock.advance(seconds)
+        elif op in ("use", "fail"):
+            model.use(key)
+            breaker = registry.breaker_for(key)
+            if op == "fail":
+                with contextlib.suppress(RuntimeError, CircuitOpenError):
+                    breaker.call(_boom)
+        elif op == "use_url":
+            model.use(key)
+            registry._breaker_for_url(httpx.URL(f"https://{key}/"))
+        elif key in registry:  # force_open, force_closed, reset: only on present keys
+            getattr(registry[key], op)()
+            if op == "reset":
+                model.forced.discard(key)
+            else:
+                model.forced.add(key)
+        # Let every breaker whose open period ended read HALF_OPEN, as the next call would.
+        for breaker in registry.values():
+            _ = breaker.state
+        assert sorted(registry) == sorted(model.last)
+        assert len(registry) <= max(max_size, len(model.forced) + 1)

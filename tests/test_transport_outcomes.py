@@ -1,0 +1,469 @@
+"""The transports judge what really happened, and change nothing else httpx users rely on.
+
+Regression tests for issue 10: partial reads, the wrapped transport's lifecycle, errors
+caused by closing the client, `outcome_at`, strict per-request options, sync deadlines
+that raise `CircuitTimeoutError`, and deadlines that keep no event loop alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+import respx
+from respx.transports import MockTransport
+
+from httpx_breaker import (
+    AsyncCircuitBreakerTransport,
+    BreakerRegistry,
+    CircuitBreakerConfig,
+    CircuitBreakerTransport,
+    CircuitOpenError,
+    CircuitState,
+    CircuitTimeoutError,
+    _deadline,
+    _transport,
+)
+from httpx_breaker._upstream import Upstream
+from httpx_breaker.testing import set_state
+
+from .conftest import FakeClock
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+pytestmark = pytest.mark.anyio
+
+URL = "https://api.example.com/events"
+KEY = "api.example.com"
+LINES = b"".join(b"line %d\n" % i for i in range(50))
+
+
+def registry(clock: FakeClock, **config: object) -> BreakerRegistry:
+    settings: dict[str, object] = {"failure_threshold": 1, "half_open_max_requests": 1}
+    settings.update(config)
+    return BreakerRegistry(default=CircuitBreakerConfig(**settings), clock=clock)  # type: ignore[arg-type]
+
+
+async def chunks(status_holder: list[int] | None = None) -> AsyncIterator[bytes]:
+    for i in range(0, len(LINES), 16):
+        yield LINES[i : i + 16]
+
+
+def sync_chunks() -> Iterator[bytes]:
+    for i in range(0, len(LINES), 16):
+        yield LINES[i : i + 16]
+
+
+def async_inner(status: int = 200) -> httpx.MockTransport:
+    """A transport whose responses stream their bodies (so the breaker wraps them)."""
+    return httpx.MockTransport(lambda request: httpx.Response(status, content=chunks()))
+
+
+def sync_inner(status: int = 200) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(status, content=sync_chunks()))
+
+
+# -- a caller that stops reading early is not an error -------------------------------
+
+# Under trio, httpx's own generators (aiter_lines -> aiter_text -> ... -> its byte
+# streams) left unexhausted warn when collected; that is httpx's and trio's business.
+# The breaker's stream is an iterator, not a generator: it has nothing to warn about.
+TRIO_ASYNCGEN_WARNING = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <async_generator object:"
+    "pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@TRIO_ASYNCGEN_WARNING
+@pytest.mark.parametrize("how", ["break", "finalised_first", "close_unread"])
+async def test_async_probe_read_partly_closes_the_breaker(how: str, clock: FakeClock) -> None:
+    """A half-open probe whose reader walks away early is judged on its status (200: close)."""
+    transport = AsyncCircuitBreakerTransport(async_inner(), registry=registry(clock))
+    breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("GET", URL) as response,
+    ):
+        if how == "break":
+            async for line in response.aiter_lines():
+                if line == "line 3":
+                    break
+        elif how == "finalised_first":
+            lines = response.aiter_lines()
+            assert await lines.__anext__() == "line 0"
+            # The abandoned generators are finalised by the event loop before the
+            # response is closed: GeneratorExit reaches the breaker's stream first.
+            await lines.aclose()  # type: ignore[attr-defined]
+            del lines
+            gc.collect()
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+        # "close_unread": leave the block without reading anything.
+    assert breaker.state is CircuitState.CLOSED
+    metrics = breaker.get_metrics()
+    assert (metrics.successful_requests, metrics.ignored_requests) == (1, 0)
+
+
+def test_sync_probe_read_partly_closes_the_breaker(clock: FakeClock) -> None:
+    """Breaking out of iter_lines() closes the generators with GeneratorExit: not an error."""
+    transport = CircuitBreakerTransport(sync_inner(), registry=registry(clock))
+    breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
+    with httpx.Client(transport=transport) as client, client.stream("GET", URL) as response:
+        for line in response.iter_lines():
+            if line == "line 3":
+                break
+        gc.collect()  # whatever finalisation CPython would do later, done now
+    assert breaker.state is CircuitState.CLOSED
+    # And with send(stream=True) and an explicit close, after iter_bytes.
+    set_state(transport, KEY, CircuitState.HALF_OPEN)
+    with httpx.Client(transport=transport) as client:
+        response = client.send(client.build_request("GET", URL), stream=True)
+        for _chunk in response.iter_bytes(chunk_size=4):
+            break
+        response.close()
+    assert breaker.state is CircuitState.CLOSED
+
+
+@TRIO_ASYNCGEN_WARNING
+async def test_async_partly_read_503_is_a_failure(clock: FakeClock) -> None:
+    """A 503 whose reader stops early still counts as a failure: the status decides."""
+    transport = AsyncCircuitBreakerTransport(async_inner(503), registry=registry(clock))
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("GET", URL) as response,
+    ):
+        async for _line in response.aiter_lines():
+            break
+    breaker = transport.registry[KEY]
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.get_metrics().failed_requests == 1
+
+
+def test_sync_partly_read_503_is_a_failure(clock: FakeClock) -> None:
+    transport = CircuitBreakerTransport(sync_inner(503), registry=registry(clock))
+    with httpx.Client(transport=transport) as client, client.stream("GET", URL) as response:
+        for _line in response.iter_lines():
+            break
+    assert transport.registry[KEY].state is CircuitState.OPEN
+
+
+async def test_an_error_while_streaming_is_still_a_failure(clock: FakeClock) -> None:
+    """Only walking away is forgiven: a body that breaks mid-stream fails the probe."""
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise httpx.ReadError("connection reset mid-body")
+
+    inner = httpx.MockTransport(lambda request: httpx.Response(200, content=broken()))
+    transport = AsyncCircuitBreakerTransport(inner, registry=registry(clock))
+    breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ReadError):
+            await client.get(URL)
+    assert breaker.state is CircuitState.OPEN
+
+
+# -- errors caused by closing the client are not the host's ---------------------------
+
+
+async def test_async_closing_the_client_mid_body_is_not_a_host_failure(clock: FakeClock) -> None:
+    """A read that fails because the client was closed under it is ignored."""
+    closed = anyio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"first"
+        await closed.wait()
+        raise httpx.ReadError("the pool closed the connection")
+
+    inner = httpx.MockTransport(lambda request: httpx.Response(200, content=body()))
+    transport = AsyncCircuitBreakerTransport(inner, registry=registry(clock))
+    breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
+    client = httpx.AsyncClient(transport=transport)
+    response = await client.send(client.build_request("GET", URL), stream=True)
+    chunks_read = response.aiter_bytes()
+    assert await chunks_read.__anext__() == b"first"
+    await client.aclose()
+    closed.set()
+    with pytest.raises(httpx.ReadError):
+        await chunks_read.__anext__()
+    await response.aclose()
+    assert breaker.state is CircuitState.HALF_OPEN  # not reopened
+    metrics = breaker.get_metrics()
+    assert (metrics.failed_requests, metrics.ignored_requests) == (0, 1)
+    # The probe slot came back: the next request is let through.
+    assert breaker._acquire() >= 0
+
+
+def test_sync_closing_the_client_mid_body_is_not_a_host_failure(clock: FakeClock) -> None:
+    state = {"closed": False}
+
+    def body() -> Iterator[bytes]:
+        yield b"first"
+        assert state["closed"]
+        raise httpx.ReadError("the pool closed the connection")
+
+    inner = httpx.MockTransport(lambda request: httpx.Response(200, content=body()))
+    transport = CircuitBreakerTransport(inner, registry=registry(clock))
+    breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
+    client = httpx.Client(transport=transport)
+    response = client.send(client.build_request("GET", URL), stream=True)
+    reader = response.iter_bytes()
+    assert next(reader) == b"first"
+    client.close()
+    state["closed"] = True
+    with pytest.raises(httpx.ReadError):
+        next(reader)
+    response.close()
+    assert breaker.state is CircuitState.HALF_OPEN
+    assert breaker.get_metrics().failed_requests == 0
+
+
+# -- outcome_at="headers" --------------------------------------------------------------
+
+
+async def test_outcome_at_headers_frees_the_probe_slot_while_the_stream_runs(
+    clock: FakeClock,
+) -> None:
+    """With outcome_at="headers" a long stream used as the only probe closes the breaker
+    when its headers arrive, so the next request passes while it still streams."""
+    transport = AsyncCircuitBreakerTransport(
+        async_inner(), registry=registry(clock, outcome_at="headers")
+    )
+    breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("GET", URL) as stream,
+    ):
+        assert breaker.state is CircuitState.CLOSED
+        assert (await client.get(URL)).status_code == 200
+        await stream.aread()
+    metrics = breaker.get_metrics()
+    assert (metrics.successful_requests, metrics.total_requests) == (2, 2)
+
+
+async def test_outcome_at_headers_judges_the_status_and_not_the_body(clock: FakeClock) -> None:
+    """A 503 fails at once; a later body error is not counted."""
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x"
+        raise httpx.ReadError("cut")
+
+    inner = httpx.MockTransport(
+        lambda request: httpx.Response(int(request.url.path.strip("/")), content=broken())
+    )
+    transport = AsyncCircuitBreakerTransport(
+        inner, registry=registry(clock, outcome_at="headers", failure_threshold=2)
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ReadError):
+            await client.get("https://api.example.com/200")
+        breaker = transport.registry[KEY]
+        assert breaker.get_metrics().successful_requests == 1
+        async with client.stream("GET", "https://api.example.com/503"):
+            metrics = breaker.get_metrics()
+            assert metrics.failed_requests == 1  # known before the body is touched
+    assert breaker.get_metrics().failed_requests == 1
+
+
+# -- per-request options ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["false", 1, 0, None, "yes"])
+async def test_bypass_must_be_a_bool(value: object, clock: FakeClock) -> None:
+    """A non-bool bypass raises TypeError before any I/O."""
+    with respx.mock(assert_all_called=False) as mock:
+        route = mock.get(URL).respond(200)
+        transport = AsyncCircuitBreakerTransport(registry=registry(clock))
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(TypeError, match=r'\["bypass"\] must be a bool'):
+                await client.get(URL, extensions={"circuit_breaker": {"bypass": value}})
+            assert (await client.get(URL, extensions={"circuit_breaker": {"bypass": False}}))
+            set_state(transport, KEY, CircuitState.OPEN)
+            with pytest.raises(CircuitOpenError):
+                await client.get(URL, extensions={"circuit_breaker": {"bypass": False}})
+            assert (await client.get(URL, extensions={"circuit_breaker": {"bypass": True}}))
+    assert route.call_count == 2
+
+
+# -- the wrapped transport's lifecycle -------------------------------------------------
+
+
+class Lifecycle(httpx.MockTransport):
+    """Records the context-manager calls httpx makes on a client's transport."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda request: httpx.Response(204))
+        self.calls: list[str] = []
+
+    def __enter__(self) -> Self:
+        self.calls.append("enter")
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.calls.append(f"exit:{exc_type.__name__ if exc_type else None}")
+
+    async def __aenter__(self) -> Self:
+        self.calls.append("aenter")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.calls.append(f"aexit:{exc_type.__name__ if exc_type else None}")
+
+
+async def test_async_context_manager_calls_reach_the_wrapped_transport() -> None:
+    """A client's `async with` reaches the wrapped transport's __aenter__/__aexit__."""
+    inner = Lifecycle()
+    async with httpx.AsyncClient(transport=AsyncCircuitBreakerTransport(inner)) as client:
+        await client.get(URL)
+    assert inner.calls == ["aenter", "aexit:None"]
+    inner.calls.clear()
+    with pytest.raises(KeyError):
+        async with AsyncCircuitBreakerTransport(inner) as transport:
+            assert isinstance(transport, AsyncCircuitBreakerTransport)
+            raise KeyError("boom")
+    assert inner.calls == ["aenter", "aexit:KeyError"]
+
+
+def test_sync_context_manager_calls_reach_the_wrapped_transport() -> None:
+    inner = Lifecycle()
+    with httpx.Client(transport=CircuitBreakerTransport(inner)) as client:
+        client.get(URL)
+    assert inner.calls == ["enter", "exit:None"]
+
+
+async def test_respx_assert_all_called_still_asserts_through_the_wrapper() -> None:
+    """A wrapped respx transport that checks on exit still does (respx's MockTransport)."""
+    router = respx.Router(assert_all_called=True)
+    router.get(URL).respond(200)
+    router.get("https://api.example.com/never").respond(200)
+    with pytest.warns(DeprecationWarning, match="MockTransport is deprecated"):
+        inner = MockTransport(router=router)
+    with pytest.raises(AssertionError, match="not called"):
+        async with httpx.AsyncClient(transport=AsyncCircuitBreakerTransport(inner)) as client:
+            await client.get(URL)
+
+def test_respx_assert_all_called_still_asserts_through_the_sync_wrapper() -> None:
+    router = respx.Router(assert_all_called=True)
+    router.get(URL).respond(200)
+    router.get("https://api.example.com/never").respond(200)
+    with pytest.warns(DeprecationWarning, match="MockTransport is deprecated"):
+        inner = MockTransport(router=router)
+    with (
+        pytest.raises(AssertionError, match="not called"),
+        httpx.Client(transport=CircuitBreakerTransport(inner)) as client,
+    ):
+        client.get(URL)
+
+
+# -- deadlines -----------------------------------------------------------------------------
+
+
+def test_sync_headers_past_the_deadline_raise_circuit_timeout(upstream: Upstream) -> None:
+    """The sync transport raises CircuitTimeoutError (an httpx.TimeoutException), as the
+    async one does, and counts it as a failure."""
+    transport = CircuitBreakerTransport(
+        default=CircuitBreakerConfig(timeout=0.2, failure_threshold=2)
+    )
+    with httpx.Client(transport=transport, timeout=30.0) as client:
+        with pytest.raises(CircuitTimeoutError) as info:
+            client.get(f"{upstream.url}/delay/3")
+        assert isinstance(info.value, httpx.TimeoutException)
+        assert info.value.request.url.path == "/delay/3"
+        assert isinstance(info.value.__cause__, httpx.ReadTimeout)
+        # The request's own timeouts are back, for the next request and for bodies.
+        ok = client.get(f"{upstream.url}/ok")
+        assert ok.request.extensions["timeout"] == httpx.Timeout(30.0).as_dict()
+    metrics = transport.registry[f"127.0.0.1:{upstream.port}"].get_metrics()
+    assert (metrics.failed_requests, metrics.successful_requests) == (1, 1)
+
+
+def test_sync_deadline_lowers_each_step_to_what_is_left(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step up to the headers gets what is left of the deadline as its timeout,
+    counted from the first step (a connection is assigned); the body gets the caller's."""
+    ticks = iter(range(100))
+    monkeypatch.setattr(_transport, "_monotonic", lambda: float(next(ticks)))  # 1 s a read
+    seen: dict[str, object] = {}
+
+    def trace(name: str, info: dict[str, object]) -> None:
+        seen[name] = dict(request.extensions["timeout"])
+
+    transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=10.0))
+    with httpx.Client(transport=transport, timeout=httpx.Timeout(30.0, pool=4.0)) as client:
+        request = client.build_request("GET", f"{upstream.url}/ok", extensions={"trace": trace})
+        response = client.send(request)
+    caller = httpx.Timeout(30.0, pool=4.0).as_dict()
+    left = {"connect": 10.0, "read": 10.0, "write": 10.0, "pool": 4.0}
+    assert seen["connection.connect_tcp.started"] == left
+    assert seen["http11.send_request_headers.started"] == {**left, "connect": 9.0, "read": 9.0, "write": 9.0}
+    assert seen["http11.receive_response_headers.started"] == {
+        "connect": 7.0, "read": 7.0, "write": 7.0, "pool": 4.0
+    }
+    assert seen["http11.receive_response_body.started"] == caller
+    assert response.request.extensions["timeout"] == caller
+    assert response.status_code == 200
+
+
+def test_sync_deadline_hands_back_the_callers_trace(upstream: Upstream) -> None:
+    """A caller's own httpcore trace hook still sees every event, and is restored."""
+    events: list[str] = []
+    transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=5.0))
+    with httpx.Client(transport=transport) as client:
+        response = client.get(
+            f"{upstream.url}/ok", extensions={"trace": lambda name, info: events.append(name)}
+        )
+    assert "http11.receive_response_headers.started" in events
+    assert "http11.response_closed.complete" in events
+    assert response.request.extensions["trace"] is not None
+    assert response.request.extensions["trace"].__name__ == "<lambda>"
+
+
+async def test_async_deadline_hands_back_the_callers_trace(upstream: Upstream) -> None:
+    events: list[str] = []
+
+    async def trace(name: str, info: dict[str, object]) -> None:
+        events.append(name)
+
+    transport = AsyncCircuitBreakerTransport(default=CircuitBreakerConfig(timeout=5.0))
+    async with httpx.AsyncClient(transport=transport) as client:
+        response = await client.get(f"{upstream.url}/ok", extensions={"trace": trace})
+    assert "http11.receive_response_headers.started" in events
+    assert "http11.response_closed.complete" in events
+    assert response.request.extensions["trace"] is trace
+
+
+def test_deadlines_keep_no_event_loop_alive() -> None:
+    """asyncio.run() in a loop, each run with deadlines still pending at its end, leaves
+    no loop (nor a sweeper) behind once collected."""
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def one_run() -> None:
+        loops.append(weakref.ref(asyncio.get_running_loop()))
+        # A deadline far in the future: its timer is still pending when the run ends.
+        assert await _deadline.run_with_deadline(asyncio.sleep(0), 60.0, "svc") is None
+
+    for _ in range(5):
+        asyncio.run(one_run())
+    gc.collect()
+    assert [ref() for ref in loops] == [None] * 5
+    assert len(_deadline._sweepers) == 0
