@@ -318,6 +318,34 @@ async def test_timeout_does_not_cover_the_body(lib: Library, upstream: Upstream)
     assert transport.registry[key_of(upstream)].get_metrics().successful_requests == 1
 
 
+async def test_the_wait_for_the_clients_own_pool_is_outside_the_deadline(
+    lib: Library, upstream: Upstream
+) -> None:
+    """A request that waits for the client's only connection longer than `timeout` is not
+    cut: its deadline starts when it gets the connection."""
+    transport = lib.AsyncCircuitBreakerTransport.from_http_options(
+        default=CircuitBreakerConfig(timeout=0.3), limits=lib.Limits(max_connections=1)
+    )
+    responses = []
+    async with lib.AsyncClient(transport=transport, timeout=10.0) as client:
+        holder = await client.send(client.build_request("GET", f"{upstream.url}/ok"), stream=True)
+        waiting = anyio.Event()
+
+        async def waiter() -> None:
+            waiting.set()
+            responses.append(await client.get(f"{upstream.url}/ok"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await waiting.wait()
+            await anyio.sleep(0.6)  # twice the deadline, in the pool
+            assert responses == []
+            await holder.aclose()
+    assert [r.status_code for r in responses] == [200]
+    metrics = transport.registry[key_of(upstream)].get_metrics()
+    assert (metrics.successful_requests, metrics.failed_requests) == (2, 0)
+
+
 # -- per request, closing, building ----------------------------------------------------
 
 

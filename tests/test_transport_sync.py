@@ -9,6 +9,7 @@ import gc
 import itertools
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -129,6 +130,35 @@ def test_headers_later_than_timeout_are_a_failure(lib: Library, upstream: Upstre
         r = client.get(f"{upstream.url}/ok")
     assert r.status_code == 200
     assert transport.registry[key_of(upstream)].get_metrics().failed_requests == 1
+
+
+def test_the_wait_for_the_clients_own_pool_is_outside_the_deadline(
+    lib: Library, upstream: Upstream
+) -> None:
+    """A thread that waits for the client's only connection longer than `timeout` is not
+    cut: its deadline starts when it gets the connection."""
+    transport = lib.CircuitBreakerTransport.from_http_options(
+        default=CircuitBreakerConfig(timeout=0.3), limits=lib.Limits(max_connections=1)
+    )
+    responses = []
+    with lib.Client(transport=transport, timeout=10.0) as client:
+        holder = client.send(client.build_request("GET", f"{upstream.url}/ok"), stream=True)
+        waiting = threading.Event()
+
+        def waiter() -> None:
+            waiting.set()
+            responses.append(client.get(f"{upstream.url}/ok"))
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        waiting.wait()
+        time.sleep(0.6)  # twice the deadline, in the pool
+        assert responses == []
+        holder.close()
+        thread.join()
+    assert [r.status_code for r in responses] == [200]
+    metrics = transport.registry[key_of(upstream)].get_metrics()
+    assert (metrics.successful_requests, metrics.failed_requests) == (2, 0)
 
 
 def test_per_request_options(lib: Library, upstream: Upstream, clock: FakeClock) -> None:
