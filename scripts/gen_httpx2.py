@@ -22,6 +22,7 @@ rules below point the generated code at them.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 import sys
@@ -46,19 +47,29 @@ COMMON: list[Rule] = [
     (rf"^from \.(?!(?:{'|'.join(TWINS)})\b)(_\w+) import ", r"from ..\1 import "),
 ]
 
+
+def _our_errors() -> list[str]:
+    """The names in `httpx_breaker._errors.__all__`: the errors that have httpx2 twins."""
+    tree = ast.parse((PACKAGE / "_errors.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    raise LookupError("httpx_breaker/_errors.py has no __all__")
+
+
 TRANSPORT: list[Rule] = [
-    # Errors: the generated transport raises and classifies the httpx2 twins, and turns
-    # the ones the shared engine and deadline raise into twins on their way out.
+    # Errors: the generated transport raises the httpx2 twins (httpx_breaker/_httpx2/
+    # _errors.py) of the errors it makes, and turns those the shared engine and deadline
+    # raise into twins on their way out. Names it catches stay ours: the twins subclass them.
+    (r"^import httpx2$", "import httpx2\n\nfrom . import _errors as httpx2_errors"),
+    (rf"(?<![.\w])({'|'.join(_our_errors())})\(", r"httpx2_errors.\1("),
+    (r"^(\s+)exc\._?request = request$", r"\1httpx2_errors.adopt(exc, request)"),
+    # Keys: the same key function, typed for httpx2 requests (_httpx2/_keys.py).
     (
-        r"^from \.\._errors import (.+)$",
-        r"from .._errors import \1\nfrom . import _errors as httpx2_errors",
-    ),
-    (r"(?<![.\w])(Circuit(?:Open|Timeout)Error)\(", r"httpx2_errors.\1("),
-    (r"^(\s+)exc\.request = request$", r"\1httpx2_errors.adopt(exc, request)"),
-    # Keys: the same key function, typed for httpx2 requests.
-    (
-        r"^from \.\._registry import BreakerRegistry, default_key$",
-        "from .._registry import BreakerRegistry\nfrom ._keys import default_key",
+        r"^from \.\.(_\w+) import (.+), default_key$",
+        r"from ..\1 import \2\nfrom ._keys import default_key",
     ),
 ]
 

@@ -62,7 +62,7 @@ def test_a_rule_that_matches_nothing_makes_the_check_fail(generator: ModuleType)
 
     def read(path: Path) -> str:
         text = path.read_text(encoding="utf-8")
-        return text.replace("exc.request = request", "exc._request = request")
+        return text.replace("exc.request = request", "setattr(exc, 'request', request)")
 
     problems = generator.problems(read)
     assert any(

@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx2
 
+from . import _errors as httpx2_errors
+
 from .._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
 from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier, from_cache
 from .._config import CircuitBreakerConfig
 from .._deadline import Deadline
 from .._errors import CircuitOpenError, CircuitTimeoutError
-from . import _errors as httpx2_errors
 from .._registry import BreakerRegistry
 from ._keys import default_key
 
