@@ -49,6 +49,26 @@ URL = "https://api.example.com/v1/chat"
 KEY = "api.example.com"
 
 
+def test_the_public_names() -> None:
+    """httpx_breaker.httpx2 offers the transports, their errors and the classifier kit."""
+    assert sorted(breaker2.__all__) == [
+        "AsyncCircuitBreakerTransport",
+        "CircuitBreakerTransport",
+        "CircuitOpenError",
+        "CircuitTimeoutError",
+        "Classifier",
+        "DEFAULT_FAILURE_STATUSES",
+        "NOT_THE_HOSTS_FAULT",
+        "default_classifier",
+        "default_key",
+        "from_cache",
+        "make_classifier",
+        "parse_retry_after",
+    ]
+    for name in breaker2.__all__:
+        assert getattr(breaker2, name) is not None
+
+
 # -- errors: httpx2's and ours at once ------------------------------------------------
 
 

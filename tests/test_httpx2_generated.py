@@ -66,7 +66,7 @@ def test_a_rule_that_matches_nothing_makes_the_check_fail(generator: ModuleType)
 
     problems = generator.problems(read)
     assert any(
-        problem.startswith("rule never used") and "exc\\\\.request" in problem
+        problem.startswith("rule never used") and "httpx2_errors.adopt" in problem
         for problem in problems
     ), problems
 
