@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -114,6 +115,13 @@ def _registry_of(target: Target) -> BreakerRegistry | None:
         return target
     if isinstance(target, (AsyncCircuitBreakerTransport, CircuitBreakerTransport)):
         return target.registry
+    # The httpx2 transports (httpx_breaker.httpx2), without importing httpx2 here.
+    twin = sys.modules.get("httpx_breaker._httpx2._transport")
+    if twin is not None and isinstance(
+        target, (twin.AsyncCircuitBreakerTransport, twin.CircuitBreakerTransport)
+    ):
+        registry: BreakerRegistry = target.registry
+        return registry
     return None
 
 

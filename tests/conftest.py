@@ -9,6 +9,8 @@ import pytest
 
 from httpx_breaker._upstream import Upstream
 
+from .libraries import NAMES, Library
+
 # Real uvicorn (HTTP/1.1) and hypercorn (HTTP/2) servers, session-scoped, for any module.
 from .servers import http1_server, http2_server  # noqa: F401
 
@@ -30,6 +32,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every async test runs under asyncio and under trio."""
     return str(request.param)
+
+
+@pytest.fixture(params=NAMES)
+def lib(request: pytest.FixtureRequest) -> Library:
+    """httpx, then httpx2 with `httpx_breaker.httpx2` (see tests/libraries.py)."""
+    return Library(str(request.param))
 
 
 class FakeClock:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -14,60 +16,107 @@ from httpx_breaker import (
     CircuitBreakerTransport,
     CircuitOpenError,
     CircuitState,
-    CircuitTimeoutError,
 )
 from httpx_breaker.classifiers import (
     DEFAULT_FAILURE_STATUSES,
     default_classifier,
     from_cache,
-    make_classifier,
 )
+
+from .libraries import Library, require_httpx2
 
 pytestmark = pytest.mark.anyio
 
 REQUEST = httpx.Request("GET", "https://api.example.com/")
 
+# The default rules and make_classifier are tested for each library (`lib`): httpx's in
+# httpx_breaker.classifiers, httpx2's in httpx_breaker.httpx2.
 
-def response(status: int) -> httpx.Response:
-    return httpx.Response(status, request=REQUEST)
+
+def request_for(lib: Library) -> Any:
+    return lib.Request("GET", "https://api.example.com/")
+
+
+def response(lib: Library, status: int, **extensions: object) -> Any:
+    return lib.Response(status, request=request_for(lib), extensions=extensions)
+
+
+def judge(lib: Library, response: object = None, exc: BaseException | None = None) -> bool | None:
+    """The default classifier's verdict, checked against make_classifier()'s."""
+    request = request_for(lib)
+    verdict: bool | None = lib.default_classifier(request, response, exc)
+    assert lib.make_classifier()(request, response, exc) is verdict
+    return verdict
+
+
+def error(name: str, *args: object) -> Callable[[Library], BaseException]:
+    """An exception of the library's (or of the breaker's for that library) by name."""
+    return lambda lib: getattr(lib, name)(*args)
 
 
 # -- the default rules --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "exc",
+    "make_error",
     [
-        httpx.ConnectError("refused"),
-        httpx.ConnectTimeout("slow connect"),
-        httpx.ReadTimeout("slow read"),
-        httpx.ReadError("reset"),
-        httpx.RemoteProtocolError("cut"),
-        httpx.ProxyError("proxy"),
-        CircuitTimeoutError("api.example.com", 1.0),
+        pytest.param(error("ConnectError", "refused"), id="ConnectError"),
+        pytest.param(error("ConnectTimeout", "slow connect"), id="ConnectTimeout"),
+        pytest.param(error("ReadTimeout", "slow read"), id="ReadTimeout"),
+        pytest.param(error("ReadError", "reset"), id="ReadError"),
+        pytest.param(error("RemoteProtocolError", "cut"), id="RemoteProtocolError"),
+        pytest.param(error("ProxyError", "proxy"), id="ProxyError"),
+        pytest.param(
+            error("CircuitTimeoutError", "api.example.com", 1.0), id="CircuitTimeoutError"
+        ),
     ],
 )
-def test_default_transport_errors_and_timeouts_fail(exc: Exception) -> None:
+def test_default_transport_errors_and_timeouts_fail(
+    lib: Library, make_error: Callable[[Library], BaseException]
+) -> None:
     """Transport errors and timeouts are failures."""
-    assert default_classifier(REQUEST, None, exc) is True
+    assert judge(lib, None, make_error(lib)) is True
 
 
 @pytest.mark.parametrize(
-    "exc",
+    "make_error",
     [
-        httpx.UnsupportedProtocol("ftp://"),
-        httpx.LocalProtocolError("bad header"),
-        CircuitOpenError("inner.example.com", CircuitState.OPEN, 3.0),
-        BulkheadFullError("inner.example.com", 4),
-        httpx.PoolTimeout("waited for the client's own pool"),
-        ValueError("not the host's fault"),
+        pytest.param(error("UnsupportedProtocol", "ftp://"), id="UnsupportedProtocol"),
+        pytest.param(error("LocalProtocolError", "bad header"), id="LocalProtocolError"),
+        pytest.param(
+            error("CircuitOpenError", "inner.example.com", CircuitState.OPEN, 3.0),
+            id="CircuitOpenError",
+        ),
+        pytest.param(
+            lambda lib: CircuitOpenError("inner.example.com", CircuitState.OPEN, 3.0),
+            id="httpx_breaker.CircuitOpenError",
+        ),
+        pytest.param(
+            lambda lib: BulkheadFullError("inner.example.com", 4), id="BulkheadFullError"
+        ),
+        pytest.param(error("PoolTimeout", "waited for the client's own pool"), id="PoolTimeout"),
+        pytest.param(lambda lib: ValueError("not the host's fault"), id="ValueError"),
     ],
 )
-def test_default_caller_side_errors_are_ignored(exc: Exception) -> None:
-    """Caller-side errors, a nested breaker's CircuitOpenError, the client's own pool
-    timing out and non-httpx errors are ignored."""
-    assert default_classifier(REQUEST, None, exc) is None
-    assert make_classifier()(REQUEST, None, exc) is None
+def test_default_caller_side_errors_are_ignored(
+    lib: Library, make_error: Callable[[Library], BaseException]
+) -> None:
+    """Caller-side errors, a nested breaker's CircuitOpenError (of either library), the
+    client's own pool timing out and errors of no HTTP library are ignored."""
+    assert judge(lib, None, make_error(lib)) is None
+
+
+def test_errors_of_the_other_library_are_not_judged() -> None:
+    """Each library's default rules know its own errors: the other's are ignored."""
+    require_httpx2()
+    import httpx2
+
+    from httpx_breaker import httpx2 as breaker2
+
+    assert default_classifier(REQUEST, None, httpx2.ConnectError("refused")) is None
+    request2 = httpx2.Request("GET", "https://api.example.com/")
+    assert breaker2.default_classifier(request2, None, httpx.ConnectError("refused")) is None
+    assert breaker2.default_classifier(request2, None, httpx2.ConnectError("refused")) is True
 
 
 @pytest.mark.parametrize(
@@ -79,13 +128,15 @@ def test_default_caller_side_errors_are_ignored(exc: Exception) -> None:
     ],
 )
 @pytest.mark.parametrize("status", [200, 503])
-def test_default_cache_hits_are_ignored(extensions: dict[str, object], status: int) -> None:
+def test_default_cache_hits_are_ignored(
+    lib: Library, extensions: dict[str, object], status: int
+) -> None:
     """A response a cache below the breaker served proves nothing about the host."""
-    hit = httpx.Response(status, request=REQUEST, extensions=extensions)
+    hit = response(lib, status, **extensions)
     assert from_cache(hit)
-    assert default_classifier(REQUEST, hit, None) is None
-    assert make_classifier()(REQUEST, hit, None) is None
-    assert make_classifier(ignore_cache_hits=False)(REQUEST, hit, None) is (status == 503)
+    assert judge(lib, hit) is None
+    no_cache_rule = lib.make_classifier(ignore_cache_hits=False)
+    assert no_cache_rule(request_for(lib), hit, None) is (status == 503)
 
 
 @pytest.mark.parametrize(
@@ -98,66 +149,55 @@ def test_default_cache_hits_are_ignored(extensions: dict[str, object], status: i
         {"http_version": b"HTTP/1.1"},
     ],
 )
-def test_responses_from_the_network_are_judged(extensions: dict[str, object]) -> None:
+def test_responses_from_the_network_are_judged(lib: Library, extensions: dict[str, object]) -> None:
     """A response that did not come from a cache is judged by its status."""
-    fresh = httpx.Response(503, request=REQUEST, extensions=extensions)
+    fresh = response(lib, 503, **extensions)
     assert not from_cache(fresh)
-    assert default_classifier(REQUEST, fresh, None) is True
+    assert judge(lib, fresh) is True
 
 
 @pytest.mark.parametrize("status", sorted(DEFAULT_FAILURE_STATUSES))
-def test_default_failure_statuses(status: int) -> None:
+def test_default_failure_statuses(lib: Library, status: int) -> None:
     """429, 500, 502, 503 and 504 are failures."""
     assert {429, 500, 502, 503, 504} == DEFAULT_FAILURE_STATUSES
-    assert default_classifier(REQUEST, response(status), None) is True
+    assert judge(lib, response(lib, status)) is True
 
 
 @pytest.mark.parametrize("status", [200, 201, 204, 301, 304, 400, 401, 403, 404, 418, 501, 505])
-def test_default_other_statuses_succeed(status: int) -> None:
+def test_default_other_statuses_succeed(lib: Library, status: int) -> None:
     """Every other status, client errors included, is a success."""
-    assert default_classifier(REQUEST, response(status), None) is False
+    assert judge(lib, response(lib, status)) is False
 
 
-def test_default_error_while_streaming_a_body_fails() -> None:
+def test_default_error_while_streaming_a_body_fails(lib: Library) -> None:
     """An error raised while a 200 body streams is a failure."""
-    assert default_classifier(REQUEST, response(200), httpx.RemoteProtocolError("cut")) is True
+    assert judge(lib, response(lib, 200), lib.RemoteProtocolError("cut")) is True
 
 
 # -- make_classifier ----------------------------------------------------------------
 
 
-def test_make_classifier_failure_and_ignored_statuses() -> None:
+def test_make_classifier_failure_and_ignored_statuses(lib: Library) -> None:
     """Statuses listed fail or are ignored; every other one succeeds."""
-    classify = make_classifier(failure_statuses=range(500, 600), ignored_statuses={404})
-    assert classify(REQUEST, response(501), None) is True
-    assert classify(REQUEST, response(599), None) is True
-    assert classify(REQUEST, response(429), None) is False
-    assert classify(REQUEST, response(404), None) is None
-    assert classify(REQUEST, response(200), None) is False
+    classify = lib.make_classifier(failure_statuses=range(500, 600), ignored_statuses={404})
+    request = request_for(lib)
+    assert classify(request, response(lib, 501), None) is True
+    assert classify(request, response(lib, 599), None) is True
+    assert classify(request, response(lib, 429), None) is False
+    assert classify(request, response(lib, 404), None) is None
+    assert classify(request, response(lib, 200), None) is False
 
 
-def test_make_classifier_exceptions_with_carve_outs() -> None:
+def test_make_classifier_exceptions_with_carve_outs(lib: Library) -> None:
     """Ignored exception types are checked before failing ones; others are ignored."""
-    classify = make_classifier(
-        failure_exceptions=(httpx.TransportError,), ignored_exceptions=(httpx.ReadTimeout,)
+    classify = lib.make_classifier(
+        failure_exceptions=(lib.TransportError,), ignored_exceptions=(lib.ReadTimeout,)
     )
-    assert classify(REQUEST, None, httpx.ConnectError("x")) is True
-    assert classify(REQUEST, None, httpx.ReadTimeout("x")) is None
-    assert classify(REQUEST, None, KeyError("x")) is None
-    assert classify(REQUEST, None, None) is None
-
-
-def test_make_classifier_defaults_match_the_default_rules() -> None:
-    """make_classifier() with no arguments decides like default_classifier."""
-    classify = make_classifier()
-    for status in (200, 404, 429, 500, 503, 501):
-        assert classify(REQUEST, response(status), None) is default_classifier(
-            REQUEST, response(status), None
-        )
-    for exc in (httpx.ConnectError("x"), httpx.UnsupportedProtocol("x"), RuntimeError("x")):
-        assert classify(REQUEST, None, exc) is default_classifier(REQUEST, None, exc)
-    nested = CircuitOpenError("x", CircuitState.OPEN, None)
-    assert classify(REQUEST, None, nested) is None
+    request = request_for(lib)
+    assert classify(request, None, lib.ConnectError("x")) is True
+    assert classify(request, None, lib.ReadTimeout("x")) is None
+    assert classify(request, None, KeyError("x")) is None
+    assert classify(request, None, None) is None
 
 
 @pytest.mark.parametrize(
@@ -171,10 +211,10 @@ def test_make_classifier_defaults_match_the_default_rules() -> None:
         ({"ignored_exceptions": [int]}, "ignored_exceptions"),
     ],
 )
-def test_make_classifier_validates(kwargs: dict[str, object], match: str) -> None:
+def test_make_classifier_validates(lib: Library, kwargs: dict[str, object], match: str) -> None:
     """Bad arguments raise ValueError saying which one is wrong."""
     with pytest.raises(ValueError, match=match):
-        make_classifier(**kwargs)  # type: ignore[arg-type]
+        lib.make_classifier(**kwargs)
 
 
 # -- custom classifiers through the transport ----------------------------------------

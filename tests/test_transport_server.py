@@ -1,7 +1,8 @@
 """The async transport against a real HTTP server on 127.0.0.1 (`Upstream`).
 
 Connections, bodies that break mid-stream, cancellation, deadlines, concurrency, and
-the invariant users rely on: an open breaker sends the upstream nothing.
+the invariant users rely on: an open breaker sends the upstream nothing. Each test that
+takes `lib` runs with httpx and with httpx2 (tests/libraries.py).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from httpx_breaker import (
     CircuitTimeoutError,
 )
 from httpx_breaker._upstream import Upstream
-from httpx_breaker.classifiers import default_classifier
 
 from .conftest import FakeClock
+from .libraries import ASYNC_BASES, Library
 
 pytestmark = pytest.mark.anyio
 
 
 def make(
+    lib: Library,
     clock: FakeClock | None = None,
     inner: httpx.AsyncBaseTransport | None = None,
     **config: object,
@@ -37,7 +39,7 @@ def make(
     settings: dict[str, object] = {"failure_threshold": 1, "reset_timeout": 5.0}
     settings.update(config)
     registry = BreakerRegistry(default=CircuitBreakerConfig(**settings), clock=clock)  # type: ignore[arg-type]
-    return AsyncCircuitBreakerTransport(inner, registry=registry)
+    return lib.AsyncCircuitBreakerTransport(inner, registry=registry)
 
 
 def key_of(upstream: Upstream) -> str:
@@ -59,17 +61,19 @@ async def trip(client: httpx.AsyncClient, upstream: Upstream) -> None:
 # -- the invariant -------------------------------------------------------------------
 
 
-async def test_open_breaker_sends_the_upstream_nothing(upstream: Upstream, clock: FakeClock) -> None:
+async def test_open_breaker_sends_the_upstream_nothing(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """While a host's breaker is open the upstream receives zero requests."""
-    transport = make(clock)
-    async with httpx.AsyncClient(transport=transport) as client:
+    transport = make(lib, clock)
+    async with lib.AsyncClient(transport=transport) as client:
         await trip(client, upstream)
         received = upstream.request_count
         assert received == 1
         errors = []
         for path in ("/ok", "/status/200", "/delay/0", "/anything"):
             for _ in range(10):
-                with pytest.raises(CircuitOpenError) as info:
+                with pytest.raises(lib.CircuitOpenError) as info:
                     await client.get(f"{upstream.url}{path}")
                 errors.append(info.value)
         assert upstream.request_count == received
@@ -79,14 +83,17 @@ async def test_open_breaker_sends_the_upstream_nothing(upstream: Upstream, clock
         assert upstream.request_count == received
     assert {e.key for e in errors} == {key_of(upstream)}
     assert all(e.request.url.host == "127.0.0.1" for e in errors)
+    # Each is the library's own TransportError (httpx2's, for httpx2) and ours.
+    assert all(isinstance(e, lib.TransportError) for e in errors)
+    assert all(isinstance(e, CircuitOpenError) for e in errors)
     assert transport.registry[key_of(upstream)].get_metrics().rejected_requests == 41
 
 
-class Gate(httpx.AsyncBaseTransport):
+class Gate(*ASYNC_BASES):  # type: ignore[misc]
     """Holds admitted requests until every task has been admitted or rejected."""
 
-    def __init__(self, tasks: int) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+    def __init__(self, lib: Library, tasks: int) -> None:
+        self.inner = lib.AsyncHTTPTransport()
         self.tasks = tasks
         self.admitted = 0
         self.rejected = 0
@@ -108,13 +115,15 @@ class Gate(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-async def test_half_open_lets_at_most_max_probes_through(upstream: Upstream, clock: FakeClock) -> None:
+async def test_half_open_lets_at_most_max_probes_through(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """In HALF_OPEN the upstream receives at most half_open_max_requests, however many tasks race."""
     tasks = 20
-    gate = Gate(tasks)
-    transport = make(clock, inner=gate, half_open_max_requests=3)
+    gate = Gate(lib, tasks)
+    transport = make(lib, clock, inner=gate, half_open_max_requests=3)
     statuses: list[int] = []
-    async with httpx.AsyncClient(transport=transport) as client:
+    async with lib.AsyncClient(transport=transport) as client:
         await trip(client, upstream)
         clock.advance(5.0)
         before = upstream.request_count
@@ -143,12 +152,12 @@ async def test_half_open_lets_at_most_max_probes_through(upstream: Upstream, clo
 # -- connection failures -------------------------------------------------------------
 
 
-async def test_connection_refused_is_a_failure(clock: FakeClock) -> None:
+async def test_connection_refused_is_a_failure(lib: Library, clock: FakeClock) -> None:
     """A refused connection raises ConnectError and opens the breaker."""
     port = closed_port()
-    transport = make(clock)
-    async with httpx.AsyncClient(transport=transport) as client:
-        with pytest.raises(httpx.ConnectError):
+    transport = make(lib, clock)
+    async with lib.AsyncClient(transport=transport) as client:
+        with pytest.raises(lib.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/")
         with pytest.raises(CircuitOpenError) as info:
             await client.get(f"http://127.0.0.1:{port}/")
@@ -156,11 +165,13 @@ async def test_connection_refused_is_a_failure(clock: FakeClock) -> None:
     assert transport.registry[f"127.0.0.1:{port}"].get_metrics().failed_requests == 1
 
 
-async def test_connection_reset_is_a_failure(upstream: Upstream, clock: FakeClock) -> None:
+async def test_connection_reset_is_a_failure(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """A connection reset before any response is a failure."""
-    transport = make(clock)
-    async with httpx.AsyncClient(transport=transport) as client:
-        with pytest.raises(httpx.TransportError):
+    transport = make(lib, clock)
+    async with lib.AsyncClient(transport=transport) as client:
+        with pytest.raises(lib.TransportError):
             await client.get(f"{upstream.url}/reset")
         with pytest.raises(CircuitOpenError):
             await client.get(f"{upstream.url}/ok")
@@ -170,7 +181,9 @@ async def test_connection_reset_is_a_failure(upstream: Upstream, clock: FakeCloc
 # -- bodies ----------------------------------------------------------------------------
 
 
-async def test_body_cut_mid_stream_reaches_the_classifier(upstream: Upstream, clock: FakeClock) -> None:
+async def test_body_cut_mid_stream_reaches_the_classifier(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """A body cut short is classified as (request, response, exception) and fails at close."""
     seen: list[tuple[httpx.Request, httpx.Response | None, BaseException | None]] = []
 
@@ -178,28 +191,30 @@ async def test_body_cut_mid_stream_reaches_the_classifier(upstream: Upstream, cl
         request: httpx.Request, response: httpx.Response | None, exc: BaseException | None
     ) -> bool | None:
         seen.append((request, response, exc))
-        return default_classifier(request, response, exc)
+        return lib.default_classifier(request, response, exc)  # type: ignore[no-any-return]
 
-    transport = AsyncCircuitBreakerTransport(
+    transport = lib.AsyncCircuitBreakerTransport(
         registry=BreakerRegistry(default=CircuitBreakerConfig(failure_threshold=1), clock=clock),
         classifier=classify,
     )
-    async with httpx.AsyncClient(transport=transport) as client:
-        with pytest.raises(httpx.RemoteProtocolError):
+    async with lib.AsyncClient(transport=transport) as client:
+        with pytest.raises(lib.RemoteProtocolError):
             await client.get(f"{upstream.url}/cut")
         assert len(seen) == 1
         request, response, exc = seen[0]
         assert request.url.path == "/cut"
         assert response is not None and response.status_code == 200
-        assert isinstance(exc, httpx.RemoteProtocolError)
+        assert isinstance(exc, lib.RemoteProtocolError)
         with pytest.raises(CircuitOpenError):
             await client.get(f"{upstream.url}/ok")
 
 
-async def test_outcome_is_recorded_when_the_body_is_closed(upstream: Upstream, clock: FakeClock) -> None:
+async def test_outcome_is_recorded_when_the_body_is_closed(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """With client.stream the state does not move until the body is closed."""
-    transport = make(clock)
-    async with httpx.AsyncClient(transport=transport) as client:
+    transport = make(lib, clock)
+    async with lib.AsyncClient(transport=transport) as client:
         async with client.stream("GET", f"{upstream.url}/status/503") as response:
             assert response.status_code == 503
             breaker = response.extensions["circuit_breaker"]["breaker"]
@@ -209,9 +224,11 @@ async def test_outcome_is_recorded_when_the_body_is_closed(upstream: Upstream, c
         assert breaker.get_metrics().failed_requests == 1
 
 
-async def test_reading_the_whole_body_closes_it(upstream: Upstream, clock: FakeClock) -> None:
+async def test_reading_the_whole_body_closes_it(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """httpx closes a stream once it is read to the end, so the outcome is recorded then."""
-    client = httpx.AsyncClient(transport=make(clock))
+    client = lib.AsyncClient(transport=make(lib, clock))
     async with client, client.stream("GET", f"{upstream.url}/status/503") as response:
         breaker = response.extensions["circuit_breaker"]["breaker"]
         assert breaker.state is CircuitState.CLOSED
@@ -220,11 +237,12 @@ async def test_reading_the_whole_body_closes_it(upstream: Upstream, clock: FakeC
 
 
 async def test_unclosed_probe_returns_its_permit_when_collected(
+    lib: Library,
     upstream: Upstream, clock: FakeClock
 ) -> None:
     """A probe response never read or closed gives its permit back when garbage-collected."""
-    transport = make(clock, half_open_max_requests=1)
-    async with httpx.AsyncClient(transport=transport) as client:
+    transport = make(lib, clock, half_open_max_requests=1)
+    async with lib.AsyncClient(transport=transport) as client:
         await trip(client, upstream)
         clock.advance(5.0)
         response = await client.send(client.build_request("GET", f"{upstream.url}/ok"), stream=True)
@@ -240,10 +258,12 @@ async def test_unclosed_probe_returns_its_permit_when_collected(
     assert breaker.get_metrics().ignored_requests == 1
 
 
-async def test_cancelled_probe_returns_its_permit(upstream: Upstream, clock: FakeClock) -> None:
+async def test_cancelled_probe_returns_its_permit(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """A probe cancelled while waiting for headers frees its slot and counts as neither outcome."""
-    transport = make(clock, half_open_max_requests=1)
-    async with httpx.AsyncClient(transport=transport) as client:
+    transport = make(lib, clock, half_open_max_requests=1)
+    async with lib.AsyncClient(transport=transport) as client:
         await trip(client, upstream)
         clock.advance(5.0)
         before = upstream.request_count
@@ -270,14 +290,17 @@ async def test_cancelled_probe_returns_its_permit(upstream: Upstream, clock: Fak
 # -- deadlines ---------------------------------------------------------------------
 
 
-async def test_timeout_on_headers_raises_circuit_timeout_error(upstream: Upstream) -> None:
+async def test_timeout_on_headers_raises_circuit_timeout_error(
+    lib: Library, upstream: Upstream
+) -> None:
     """Headers later than `timeout` raise CircuitTimeoutError with .request, and count as a failure."""
-    transport = make(timeout=0.2, failure_threshold=2)
-    async with httpx.AsyncClient(transport=transport) as client:
-        with pytest.raises(CircuitTimeoutError) as info:
+    transport = make(lib, timeout=0.2, failure_threshold=2)
+    async with lib.AsyncClient(transport=transport) as client:
+        with pytest.raises(lib.CircuitTimeoutError) as info:
             await client.get(f"{upstream.url}/delay/2")
     error = info.value
-    assert isinstance(error, httpx.TimeoutException)
+    assert isinstance(error, lib.TimeoutException)
+    assert isinstance(error, CircuitTimeoutError)
     assert error.request.url.path == "/delay/2"
     assert error.key == key_of(upstream)
     assert error.timeout == 0.2
@@ -285,23 +308,53 @@ async def test_timeout_on_headers_raises_circuit_timeout_error(upstream: Upstrea
     assert (metrics.failed_requests, metrics.total_requests) == (1, 1)
 
 
-async def test_timeout_does_not_cover_the_body(upstream: Upstream) -> None:
+async def test_timeout_does_not_cover_the_body(lib: Library, upstream: Upstream) -> None:
     """The deadline bounds the time to headers only; a body read later is not cut off."""
-    transport = make(timeout=0.1)
-    client = httpx.AsyncClient(transport=transport)
+    transport = make(lib, timeout=0.1)
+    client = lib.AsyncClient(transport=transport)
     async with client, client.stream("GET", f"{upstream.url}/ok") as response:
         await anyio.sleep(0.2)
         assert (await response.aread()) == b'{"ok": true}'
     assert transport.registry[key_of(upstream)].get_metrics().successful_requests == 1
 
 
+async def test_the_wait_for_the_clients_own_pool_is_outside_the_deadline(
+    lib: Library, upstream: Upstream
+) -> None:
+    """A request that waits for the client's only connection longer than `timeout` is not
+    cut: its deadline starts when it gets the connection."""
+    transport = lib.AsyncCircuitBreakerTransport.from_http_options(
+        default=CircuitBreakerConfig(timeout=0.3), limits=lib.Limits(max_connections=1)
+    )
+    responses = []
+    async with lib.AsyncClient(transport=transport, timeout=10.0) as client:
+        holder = await client.send(client.build_request("GET", f"{upstream.url}/ok"), stream=True)
+        waiting = anyio.Event()
+
+        async def waiter() -> None:
+            waiting.set()
+            responses.append(await client.get(f"{upstream.url}/ok"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await waiting.wait()
+            await anyio.sleep(0.6)  # twice the deadline, in the pool
+            assert responses == []
+            await holder.aclose()
+    assert [r.status_code for r in responses] == [200]
+    metrics = transport.registry[key_of(upstream)].get_metrics()
+    assert (metrics.successful_requests, metrics.failed_requests) == (2, 0)
+
+
 # -- per request, closing, building ----------------------------------------------------
 
 
-async def test_response_extensions_name_key_and_state(upstream: Upstream, clock: FakeClock) -> None:
+async def test_response_extensions_name_key_and_state(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """response.extensions["circuit_breaker"] has the key and the state at admission."""
-    transport = make(clock, half_open_max_requests=1)
-    async with httpx.AsyncClient(transport=transport) as client:
+    transport = make(lib, clock, half_open_max_requests=1)
+    async with lib.AsyncClient(transport=transport) as client:
         await trip(client, upstream)
         clock.advance(5.0)
         r = await client.get(f"{upstream.url}/ok")
@@ -311,57 +364,66 @@ async def test_response_extensions_name_key_and_state(upstream: Upstream, clock:
     assert info["breaker"].state is CircuitState.CLOSED
 
 
-async def test_bypass_reaches_the_upstream_while_open(upstream: Upstream, clock: FakeClock) -> None:
+async def test_bypass_reaches_the_upstream_while_open(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """A bypassing request reaches the upstream even while the breaker is open."""
-    async with httpx.AsyncClient(transport=make(clock)) as client:
+    async with lib.AsyncClient(transport=make(lib, clock)) as client:
         await trip(client, upstream)
         r = await client.get(f"{upstream.url}/ok", extensions={"circuit_breaker": {"bypass": True}})
     assert r.status_code == 200
     assert upstream.request_count == 2
 
 
-async def test_unknown_option_fails_before_io(upstream: Upstream, clock: FakeClock) -> None:
+async def test_unknown_option_fails_before_io(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """An unknown per-request option raises ValueError and nothing reaches the upstream."""
-    async with httpx.AsyncClient(transport=make(clock)) as client:
+    async with lib.AsyncClient(transport=make(lib, clock)) as client:
         with pytest.raises(ValueError, match="unknown options"):
             await client.get(f"{upstream.url}/ok", extensions={"circuit_breaker": {"bypas": True}})
     assert upstream.request_count == 0
 
 
-class Recording(httpx.AsyncBaseTransport):
+class Recording(*ASYNC_BASES):  # type: ignore[misc]
     closed = False
 
+    def __init__(self, lib: Library) -> None:
+        self.lib = lib
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200)
+        return self.lib.Response(200)  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         self.closed = True
 
 
-async def test_closing_the_wrapper_closes_the_wrapped_transport() -> None:
+async def test_closing_the_wrapper_closes_the_wrapped_transport(lib: Library) -> None:
     """aclose() on the wrapper (or leaving the client) closes the wrapped transport."""
-    inner = Recording()
-    async with httpx.AsyncClient(transport=AsyncCircuitBreakerTransport(inner)) as client:
+    inner = Recording(lib)
+    async with lib.AsyncClient(transport=lib.AsyncCircuitBreakerTransport(inner)) as client:
         await client.get("http://127.0.0.1:1/")
     assert inner.closed
-    other = Recording()
-    await AsyncCircuitBreakerTransport(other).aclose()
+    other = Recording(lib)
+    await lib.AsyncCircuitBreakerTransport(other).aclose()
     assert other.closed
 
 
-async def test_from_http_options_builds_the_inner_transport(upstream: Upstream) -> None:
+async def test_from_http_options_builds_the_inner_transport(
+    lib: Library, upstream: Upstream
+) -> None:
     """from_http_options passes its keyword arguments to AsyncHTTPTransport."""
-    transport = AsyncCircuitBreakerTransport.from_http_options(
+    transport = lib.AsyncCircuitBreakerTransport.from_http_options(
         default=CircuitBreakerConfig(failure_threshold=2),
         retries=2,
-        limits=httpx.Limits(max_connections=3),
+        limits=lib.Limits(max_connections=3),
     )
     inner = transport.transport
-    assert isinstance(inner, httpx.AsyncHTTPTransport)
+    assert isinstance(inner, lib.AsyncHTTPTransport)
     assert inner._pool._retries == 2
     assert inner._pool._max_connections == 3
-    async with httpx.AsyncClient(transport=transport) as client:
+    async with lib.AsyncClient(transport=transport) as client:
         assert (await client.get(f"{upstream.url}/ok")).status_code == 200
     assert transport.registry[key_of(upstream)].config.failure_threshold == 2
     with pytest.raises(TypeError):
-        AsyncCircuitBreakerTransport.from_http_options(no_such_option=1)
+        lib.AsyncCircuitBreakerTransport.from_http_options(no_such_option=1)

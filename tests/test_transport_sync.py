@@ -1,4 +1,7 @@
-"""The sync transport: the core behaviours, and many threads sharing one httpx.Client."""
+"""The sync transport: the core behaviours, and many threads sharing one httpx.Client.
+
+Each test that takes `lib` runs with httpx and with httpx2 (tests/libraries.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import gc
 import itertools
 import socket
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -17,31 +21,35 @@ from httpx_breaker import (
     CircuitBreakerTransport,
     CircuitOpenError,
     CircuitState,
+    CircuitTimeoutError,
 )
 from httpx_breaker._upstream import Upstream
 
 from .conftest import FakeClock
+from .libraries import SYNC_BASES, Library
 
 
 def make(
-    clock: object = None, inner: httpx.BaseTransport | None = None, **config: object
+    lib: Library, clock: object = None, inner: httpx.BaseTransport | None = None, **config: object
 ) -> CircuitBreakerTransport:
     settings: dict[str, object] = {"failure_threshold": 1, "reset_timeout": 5.0}
     settings.update(config)
     registry = BreakerRegistry(default=CircuitBreakerConfig(**settings), clock=clock)  # type: ignore[arg-type]
-    return CircuitBreakerTransport(inner, registry=registry)
+    return lib.CircuitBreakerTransport(inner, registry=registry)  # type: ignore[no-any-return]
 
 
 def key_of(upstream: Upstream) -> str:
     return f"127.0.0.1:{upstream.port}"
 
 
-def test_open_breaker_sends_the_upstream_nothing(upstream: Upstream, clock: FakeClock) -> None:
+def test_open_breaker_sends_the_upstream_nothing(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """While open, the sync transport raises CircuitOpenError and the upstream sees nothing."""
-    with httpx.Client(transport=make(clock)) as client:
+    with lib.Client(transport=make(lib, clock)) as client:
         assert client.get(f"{upstream.url}/status/503").status_code == 503
         for _ in range(20):
-            with pytest.raises(CircuitOpenError) as info:
+            with pytest.raises(lib.CircuitOpenError) as info:
                 client.get(f"{upstream.url}/ok")
         clock.advance(5.0)
         r = client.get(f"{upstream.url}/ok")
@@ -49,41 +57,47 @@ def test_open_breaker_sends_the_upstream_nothing(upstream: Upstream, clock: Fake
     assert info.value.key == key_of(upstream)
     assert info.value.retry_after == 5.0
     assert info.value.request.url.path == "/ok"
+    assert isinstance(info.value, lib.TransportError)
+    assert isinstance(info.value, CircuitOpenError)
     assert r.extensions["circuit_breaker"]["state"] is CircuitState.HALF_OPEN
 
 
-def test_connection_refused_and_reset_are_failures(upstream: Upstream) -> None:
+def test_connection_refused_and_reset_are_failures(lib: Library, upstream: Upstream) -> None:
     """A refused connection and a reset connection each count as a failure."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    transport = make(failure_threshold=10)
-    with httpx.Client(transport=transport) as client:
-        with pytest.raises(httpx.ConnectError):
+    transport = make(lib, failure_threshold=10)
+    with lib.Client(transport=transport) as client:
+        with pytest.raises(lib.ConnectError):
             client.get(f"http://127.0.0.1:{port}/")
-        with pytest.raises(httpx.TransportError):
+        with pytest.raises(lib.TransportError):
             client.get(f"{upstream.url}/reset")
     assert transport.registry[f"127.0.0.1:{port}"].get_metrics().failed_requests == 1
     assert transport.registry[key_of(upstream)].get_metrics().failed_requests == 1
 
 
-def test_cut_body_fails_at_close_and_stream_records_on_close(upstream: Upstream) -> None:
+def test_cut_body_fails_at_close_and_stream_records_on_close(
+    lib: Library, upstream: Upstream
+) -> None:
     """A body cut mid-stream is a failure, recorded only when the body is closed."""
-    transport = make()
-    with httpx.Client(transport=transport) as client:
+    transport = make(lib)
+    with lib.Client(transport=transport) as client:
         with client.stream("GET", f"{upstream.url}/cut") as response:
             breaker = response.extensions["circuit_breaker"]["breaker"]
             assert breaker.state is CircuitState.CLOSED
-            with pytest.raises(httpx.RemoteProtocolError):
+            with pytest.raises(lib.RemoteProtocolError):
                 response.read()
         assert breaker.state is CircuitState.OPEN
     assert breaker.get_metrics().failed_requests == 1
 
 
-def test_unclosed_probe_returns_its_permit_when_collected(upstream: Upstream, clock: FakeClock) -> None:
+def test_unclosed_probe_returns_its_permit_when_collected(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """A probe response dropped unclosed hands its slot back when collected."""
-    transport = make(clock, half_open_max_requests=1)
-    with httpx.Client(transport=transport) as client:
+    transport = make(lib, clock, half_open_max_requests=1)
+    with lib.Client(transport=transport) as client:
         client.get(f"{upstream.url}/status/503")
         clock.advance(5.0)
         response = client.send(client.build_request("GET", f"{upstream.url}/ok"), stream=True)
@@ -95,30 +109,61 @@ def test_unclosed_probe_returns_its_permit_when_collected(upstream: Upstream, cl
     assert transport.registry[key_of(upstream)].state is CircuitState.CLOSED
 
 
-def test_timeout_caps_the_wrapped_timeouts_and_fails(upstream: Upstream) -> None:
+def test_timeout_caps_the_wrapped_timeouts_and_fails(lib: Library, upstream: Upstream) -> None:
     """The policy's timeout caps httpx's read timeout; the timeout counts as a failure."""
-    transport = make(timeout=0.2)
-    with httpx.Client(transport=transport, timeout=30.0) as client:
-        with pytest.raises(httpx.TimeoutException):
+    transport = make(lib, timeout=0.2)
+    with lib.Client(transport=transport, timeout=30.0) as client:
+        with pytest.raises(lib.CircuitTimeoutError) as info:
             client.get(f"{upstream.url}/delay/2")
         with pytest.raises(CircuitOpenError):
             client.get(f"{upstream.url}/ok")
     assert transport.registry[key_of(upstream)].get_metrics().failed_requests == 1
+    assert isinstance(info.value, lib.TimeoutException)
+    assert isinstance(info.value, CircuitTimeoutError)
 
 
-def test_headers_later_than_timeout_are_a_failure(upstream: Upstream) -> None:
+def test_headers_later_than_timeout_are_a_failure(lib: Library, upstream: Upstream) -> None:
     """A response whose headers came after `timeout` (on the breaker's clock) is returned but fails."""
     ticks = itertools.count()
-    transport = make(lambda: float(next(ticks)), timeout=0.5)  # every clock read is 1 s later
-    with httpx.Client(transport=transport) as client:
+    transport = make(lib, lambda: float(next(ticks)), timeout=0.5)  # every clock read is 1 s later
+    with lib.Client(transport=transport) as client:
         r = client.get(f"{upstream.url}/ok")
     assert r.status_code == 200
     assert transport.registry[key_of(upstream)].get_metrics().failed_requests == 1
 
 
-def test_per_request_options(upstream: Upstream, clock: FakeClock) -> None:
+def test_the_wait_for_the_clients_own_pool_is_outside_the_deadline(
+    lib: Library, upstream: Upstream
+) -> None:
+    """A thread that waits for the client's only connection longer than `timeout` is not
+    cut: its deadline starts when it gets the connection."""
+    transport = lib.CircuitBreakerTransport.from_http_options(
+        default=CircuitBreakerConfig(timeout=0.3), limits=lib.Limits(max_connections=1)
+    )
+    responses = []
+    with lib.Client(transport=transport, timeout=10.0) as client:
+        holder = client.send(client.build_request("GET", f"{upstream.url}/ok"), stream=True)
+        waiting = threading.Event()
+
+        def waiter() -> None:
+            waiting.set()
+            responses.append(client.get(f"{upstream.url}/ok"))
+
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        waiting.wait()
+        time.sleep(0.6)  # twice the deadline, in the pool
+        assert responses == []
+        holder.close()
+        thread.join()
+    assert [r.status_code for r in responses] == [200]
+    metrics = transport.registry[key_of(upstream)].get_metrics()
+    assert (metrics.successful_requests, metrics.failed_requests) == (2, 0)
+
+
+def test_per_request_options(lib: Library, upstream: Upstream, clock: FakeClock) -> None:
     """bypass reaches the upstream while open; an unknown option raises before I/O."""
-    with httpx.Client(transport=make(clock)) as client:
+    with lib.Client(transport=make(lib, clock)) as client:
         client.get(f"{upstream.url}/status/503")
         r = client.get(f"{upstream.url}/ok", extensions={"circuit_breaker": {"bypass": True}})
         assert r.status_code == 200
@@ -127,37 +172,41 @@ def test_per_request_options(upstream: Upstream, clock: FakeClock) -> None:
     assert upstream.request_count == 2
 
 
-class Recording(httpx.BaseTransport):
+class Recording(*SYNC_BASES):  # type: ignore[misc]
     closed = False
 
+    def __init__(self, lib: Library) -> None:
+        self.lib = lib
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200)
+        return self.lib.Response(200)  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.closed = True
 
 
-def test_close_and_from_http_options(upstream: Upstream) -> None:
+def test_close_and_from_http_options(lib: Library, upstream: Upstream) -> None:
     """Closing the wrapper closes the wrapped transport; from_http_options builds HTTPTransport."""
-    inner = Recording()
-    with httpx.Client(transport=CircuitBreakerTransport(inner)) as client:
+    inner = Recording(lib)
+    with lib.Client(transport=lib.CircuitBreakerTransport(inner)) as client:
         client.get("http://127.0.0.1:1/")
     assert inner.closed
-    transport = CircuitBreakerTransport.from_http_options(retries=1)
-    assert isinstance(transport.transport, httpx.HTTPTransport)
+    transport = lib.CircuitBreakerTransport.from_http_options(retries=1)
+    assert isinstance(transport.transport, lib.HTTPTransport)
     assert transport.transport._pool._retries == 1
-    with httpx.Client(transport=transport) as client:
+    with lib.Client(transport=transport) as client:
         assert client.get(f"{upstream.url}/ok").status_code == 200
 
 
 # -- many threads ------------------------------------------------------------------
 
 
-def test_many_threads_share_one_client_and_the_counters_balance() -> None:
+def test_many_threads_share_one_client_and_the_counters_balance(lib: Library) -> None:
     """16 threads x 50 requests on one client: every request is counted once, admitted or rejected."""
     threads, per_thread = 16, 50
     ticks = itertools.count()
     transport = make(
+        lib,
         lambda: next(ticks) * 0.001,  # each clock read is 1 ms later: states cycle quickly
         failure_threshold=3,
         reset_timeout=0.05,
@@ -166,7 +215,7 @@ def test_many_threads_share_one_client_and_the_counters_balance() -> None:
     )
     rejected = [0] * threads
     with Upstream(mode="flaky", failure_rate=0.5, seed=7) as upstream:
-        with httpx.Client(transport=transport, limits=httpx.Limits(max_connections=threads)) as client:
+        with lib.Client(transport=transport, limits=lib.Limits(max_connections=threads)) as client:
 
             def one(index: int) -> None:
                 try:
@@ -191,11 +240,11 @@ def test_many_threads_share_one_client_and_the_counters_balance() -> None:
     assert len(metrics.state_changes) > 2  # the breaker really did cycle
 
 
-class ThreadGate(httpx.BaseTransport):
+class ThreadGate(*SYNC_BASES):  # type: ignore[misc]
     """Holds admitted requests until every thread has been admitted or rejected."""
 
-    def __init__(self, threads: int) -> None:
-        self.inner = httpx.HTTPTransport()
+    def __init__(self, lib: Library, threads: int) -> None:
+        self.inner = lib.HTTPTransport()
         self.threads = threads
         self.admitted = 0
         self.rejected = 0
@@ -222,12 +271,14 @@ class ThreadGate(httpx.BaseTransport):
         self.inner.close()
 
 
-def test_half_open_limit_holds_across_threads(upstream: Upstream, clock: FakeClock) -> None:
+def test_half_open_limit_holds_across_threads(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
     """With 16 threads racing in HALF_OPEN, exactly half_open_max_requests reach the upstream."""
     threads = 16
-    gate = ThreadGate(threads)
-    transport = make(clock, inner=gate, half_open_max_requests=3)
-    with httpx.Client(transport=transport, limits=httpx.Limits(max_connections=threads)) as client:
+    gate = ThreadGate(lib, threads)
+    transport = make(lib, clock, inner=gate, half_open_max_requests=3)
+    with lib.Client(transport=transport, limits=lib.Limits(max_connections=threads)) as client:
         client.get(f"{upstream.url}/status/503")
         clock.advance(5.0)
         before = upstream.request_count

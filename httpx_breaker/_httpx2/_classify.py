@@ -1,0 +1,165 @@
+# Generated from httpx_breaker/_classify.py by scripts/gen_httpx2.py: do not edit.
+# Change the source, or a rule in the script, and run `python scripts/gen_httpx2.py`.
+"""Classifiers: which HTTP outcomes are failures.
+
+A classifier is `(request, response | None, exception | None) -> bool | None`:
+True = failure, False = success, None = ignore (neither). It is asked once per
+request, when the response body is closed, or when the request failed with no
+response. An error while the body streams arrives as `(request, response, exception)`;
+a caller that stops reading early is not an error, so that response arrives as
+`(request, response, None)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import httpx2
+
+from .._config import ConfigTypeError
+from .._errors import RequestRejected
+
+__all__ = [
+    "DEFAULT_FAILURE_STATUSES",
+    "NOT_THE_HOSTS_FAULT",
+    "Classifier",
+    "default_classifier",
+    "from_cache",
+    "make_classifier",
+]
+
+Classifier = Callable[[httpx2.Request, "httpx2.Response | None", "BaseException | None"], "bool | None"]
+
+DEFAULT_FAILURE_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
+"""Statuses the default classifier calls failures: overload and server-side faults."""
+
+# Errors the caller made (a bad URL scheme, a malformed request): the host is not to blame.
+CALLER_ERRORS: tuple[type[BaseException], ...] = (
+    httpx2.UnsupportedProtocol,
+    httpx2.LocalProtocolError,
+)
+
+# Errors that say nothing about the host: the caller's own, a nested breaker's or
+# bulkhead's refusal, and waiting too long for a connection from the client's own pool
+# (a saturated local pool must never open a healthy host's breaker).
+NOT_THE_HOSTS_FAULT: tuple[type[BaseException], ...] = (
+    RequestRejected,
+    *CALLER_ERRORS,
+    httpx2.PoolTimeout,
+)
+
+
+def from_cache(response: httpx2.Response) -> bool:
+    """Whether a caching layer below the breaker served `response` from its cache.
+
+    Knows hishel's markers: ``extensions["caching"]["from_cache"]`` (hishel 2),
+    ``extensions["hishel_from_cache"]`` (hishel 1) and ``extensions["from_cache"]``
+    (hishel 0.x). A cache hit proves nothing about the host, so the default rules
+    ignore it.
+    """
+    extensions = response.extensions
+    if not extensions:
+        return False
+    caching = extensions.get("caching")
+    if caching is not None:
+        try:
+            if caching.get("from_cache"):
+                return True
+        except AttributeError:
+            pass
+    return bool(extensions.get("hishel_from_cache") or extensions.get("from_cache"))
+
+
+def default_classifier(
+    request: httpx2.Request,
+    response: httpx2.Response | None,
+    exception: BaseException | None,
+) -> bool | None:
+    """The default rules.
+
+    Transport errors and timeouts are failures, except those that say nothing about
+    the host, which are ignored: caller-side errors (`UnsupportedProtocol`,
+    `LocalProtocolError`), a nested breaker's refusal (`RequestRejected`: its
+    `CircuitOpenError` or `BulkheadFullError`), and `PoolTimeout`
+    (waiting for the client's own pool). Any other exception is ignored too (it is
+    not the host's fault). A response a cache below the breaker served is ignored (see
+    `from_cache`). Statuses 429, 500, 502, 503 and 504 are failures; every other
+    status is a success.
+    """
+    if exception is not None:
+        if isinstance(exception, NOT_THE_HOSTS_FAULT):
+            return None
+        if isinstance(exception, httpx2.TransportError):
+            return True
+        return None
+    if response is None or from_cache(response):
+        return None
+    return response.status_code in DEFAULT_FAILURE_STATUSES
+
+
+def _exception_types(field: str, value: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:
+    items = tuple(value)
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise ConfigTypeError(f"{field} must hold only exception classes, got {item!r}")
+    return items
+
+
+def _statuses(field: str, value: Iterable[int]) -> frozenset[int]:
+    items = frozenset(value)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, int) or not 100 <= item <= 599:
+            raise ValueError(f"{field} must hold HTTP status codes (100 to 599), got {item!r}")
+    return items
+
+
+def make_classifier(
+    *,
+    failure_statuses: Iterable[int] = DEFAULT_FAILURE_STATUSES,
+    ignored_statuses: Iterable[int] = (),
+    failure_exceptions: Iterable[type[BaseException]] = (httpx2.TransportError,),
+    ignored_exceptions: Iterable[type[BaseException]] = NOT_THE_HOSTS_FAULT,
+    ignore_cache_hits: bool = True,
+) -> Classifier:
+    """Build a classifier from sets instead of writing a function.
+
+    Args:
+        failure_statuses: statuses that are failures (e.g. ``range(500, 600)``).
+        ignored_statuses: statuses that count as neither success nor failure.
+        failure_exceptions: exception types that are failures.
+        ignored_exceptions: exception types that are ignored; checked before
+            `failure_exceptions`, so a subclass can be carved out of a failing base.
+            By default those of the default rules (`NOT_THE_HOSTS_FAULT`).
+        ignore_cache_hits: ignore a response a cache below the breaker served (see
+            `from_cache`), as the default rules do.
+
+    Every other status is a success; every other exception is ignored.
+    """
+    failing = _statuses("failure_statuses", failure_statuses)
+    ignoring = _statuses("ignored_statuses", ignored_statuses)
+    if failing & ignoring:
+        raise ValueError(
+            f"failure_statuses and ignored_statuses overlap: {sorted(failing & ignoring)}"
+        )
+    fail_exc = _exception_types("failure_exceptions", failure_exceptions)
+    ignore_exc = _exception_types("ignored_exceptions", ignored_exceptions)
+    if not isinstance(ignore_cache_hits, bool):
+        raise ConfigTypeError(f"ignore_cache_hits must be a bool, got {ignore_cache_hits!r}")
+
+    def classify(
+        request: httpx2.Request,
+        response: httpx2.Response | None,
+        exception: BaseException | None,
+    ) -> bool | None:
+        if exception is not None:
+            if isinstance(exception, ignore_exc):
+                return None
+            return True if isinstance(exception, fail_exc) else None
+        if response is None or (ignore_cache_hits and from_cache(response)):
+            return None
+        status = response.status_code
+        if status in failing:
+            return True
+        return None if status in ignoring else False
+
+    return classify

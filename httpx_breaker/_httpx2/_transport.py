@@ -1,0 +1,777 @@
+# Generated from httpx_breaker/_transport.py by scripts/gen_httpx2.py: do not edit.
+# Change the source, or a rule in the script, and run `python scripts/gen_httpx2.py`.
+"""AsyncCircuitBreakerTransport and CircuitBreakerTransport: a breaker per host.
+
+Both share one synchronous core (`_Core`): map a request to its key and breaker, ask
+for a permit before any I/O, and turn what came back into one outcome for the
+breaker. The response body is wrapped so that the outcome is recorded when the body
+is closed (an error while it streams reaches the classifier; a caller that stops
+reading early is not an error), and a response that is dropped unclosed hands its
+permit back when it is garbage-collected.
+
+The transports are otherwise transparent: they change nothing httpx2 users rely on
+(streams, the wrapped transport's lifecycle, its timeouts, its extensions) except that a
+request to an open host is refused before any I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import httpx2
+
+from . import _errors as httpx2_errors
+
+from .._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
+from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier, from_cache
+from .._config import CircuitBreakerConfig
+from .._deadline import Deadline
+from .._errors import CircuitOpenError, CircuitTimeoutError
+from ._keys import default_key
+from .._registry import BreakerRegistry
+from .._retry_after import parse_retry_after
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+__all__ = ["AsyncCircuitBreakerTransport", "CircuitBreakerTransport", "parse_retry_after"]
+
+logger = logging.getLogger("httpx_breaker")
+
+EXTENSION = "circuit_breaker"
+_OPTIONS = frozenset({"bypass", "policy", "key"})
+_INF = float("inf")
+
+
+def _traces(transport: object) -> bool:
+    """Whether `transport` is httpx2's own, which reports through httpcore2's ``trace``
+    extension when a connection has been assigned to a request."""
+    return isinstance(transport, (httpx2.AsyncHTTPTransport, httpx2.HTTPTransport))
+
+
+class _Core:
+    """What both transports do around the wrapped transport, with no I/O of its own."""
+
+    __slots__ = ("by_url", "classifier", "closed", "key", "registry", "traces")
+
+    def __init__(
+        self,
+        transport: object,
+        *,
+        default: CircuitBreakerConfig | None,
+        policies: Mapping[str, CircuitBreakerConfig] | None,
+        classifier: Classifier | None,
+        key: Callable[[httpx2.Request], str] | None,
+        registry: BreakerRegistry | None,
+    ) -> None:
+        if registry is not None:
+            if default is not None or policies is not None:
+                raise ValueError(
+                    "registry cannot be combined with default or policies: "
+                    "configure the BreakerRegistry itself"
+                )
+            if not isinstance(registry, BreakerRegistry):
+                raise TypeError(f"registry must be a BreakerRegistry, got {registry!r}")
+        else:
+            registry = BreakerRegistry(default=default, policies=policies)
+        if classifier is not None and not callable(classifier):
+            raise TypeError(f"classifier must be callable, got {classifier!r}")
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be callable, got {key!r}")
+        self.registry = registry
+        self.classifier: Classifier = classifier or default_classifier
+        self.key: Callable[[httpx2.Request], str] = key or default_key
+        # With the default key function, the registry finds a request's breaker from its
+        # URL without building the key string.
+        self.by_url = key is None
+        # Set once the transport (or its client) is closed: errors after that are ours.
+        self.closed = False
+        # Whether the wrapped transport reports, through httpcore2's `trace` extension,
+        # when a request gets its connection: known for httpx2's own transports, learned
+        # from the first traced request for any other. Deadlines then start there.
+        self.traces = _traces(transport)
+
+    def breaker_for(self, request: httpx2.Request, *, bypass: bool = True) -> CircuitBreaker | None:
+        """The request's breaker, or None when it bypasses the breaker (unless `bypass`
+        is False: then the breaker it would use without bypassing)."""
+        options = request.extensions.get(EXTENSION)
+        if options is None and self.by_url:
+            return self.registry._breaker_for_url(request.url)
+        policy = key = None
+        if options is not None:
+            if not isinstance(options, Mapping):
+                raise TypeError(
+                    f'request.extensions["{EXTENSION}"] must be a mapping such as '
+                    f'{{"bypass": True}}, got {options!r}'
+                )
+            unknown = set(options) - _OPTIONS
+            if unknown:
+                raise ValueError(
+                    f'request.extensions["{EXTENSION}"] has unknown options {sorted(unknown)}; '
+                    f"known: {sorted(_OPTIONS)}"
+                )
+            wants_bypass = options.get("bypass", False)
+            if not isinstance(wants_bypass, bool):
+                # "false" and 0 would otherwise read as truthy or falsy by accident.
+                raise TypeError(
+                    f'request.extensions["{EXTENSION}"]["bypass"] must be a bool, '
+                    f"got {type(wants_bypass).__name__}"
+                )
+            if wants_bypass and bypass:
+                return None
+            policy = options.get("policy")
+            key = options.get("key")
+            if key is not None and not isinstance(key, str):
+                raise TypeError(
+                    f'request.extensions["{EXTENSION}"]["key"] must be a str, '
+                    f"got {type(key).__name__}"
+                )
+        if key is None:
+            key = self.key(request)
+            if not isinstance(key, str):
+                # The type only: the value (a URL, the request) may hold credentials.
+                raise TypeError(f"the key function must return a str, got {type(key).__name__}")
+        return self.registry.breaker_for(key, policy=policy)
+
+    def admit(self, request: httpx2.Request) -> tuple[CircuitBreaker, int] | None:
+        """The request's breaker and permit, None to bypass; raises CircuitOpenError."""
+        breaker = self.breaker_for(request)
+        if breaker is None:
+            return None
+        try:
+            return breaker, breaker._acquire()
+        except CircuitOpenError as exc:
+            httpx2_errors.adopt(exc, request)
+            raise
+
+    def outcome(
+        self,
+        breaker: CircuitBreaker,
+        request: httpx2.Request,
+        response: httpx2.Response | None,
+        exc: BaseException | None,
+    ) -> int:
+        """Ask the classifier; cancellations, excluded exceptions and errors caused by
+        closing the transport are ignored first."""
+        if exc is not None:
+            if not isinstance(exc, Exception) or self.closed:
+                return IGNORED
+            excluded = breaker.config.exclude_exceptions
+            if excluded and isinstance(exc, excluded):
+                return IGNORED
+        try:
+            verdict = self.classifier(request, response, exc)
+        except Exception:
+            logger.exception(
+                "classifier raised for circuit breaker %r; the outcome is ignored",
+                breaker.name,
+                extra={"circuit_breaker": breaker.name},
+            )
+            return IGNORED
+        return outcome_of(verdict, breaker.name)
+
+    def failed(
+        self,
+        breaker: CircuitBreaker,
+        token: int,
+        request: httpx2.Request,
+        exc: BaseException,
+        start: float,
+    ) -> None:
+        """Record a request that ended with no response."""
+        if isinstance(exc, CircuitTimeoutError):
+            httpx2_errors.adopt(exc, request)
+        breaker._record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
+
+    def respond(
+        self,
+        breaker: CircuitBreaker,
+        token: int,
+        request: httpx2.Request,
+        response: httpx2.Response,
+        state: object,
+        start: float,
+        end: float,
+        overrun: CircuitTimeoutError | None,
+        tracked: type[_Tracked],
+    ) -> httpx2.Response:
+        """Record the outcome now, or wrap the body to record it when it is closed."""
+        if response.is_closed or breaker.config.outcome_at == "headers":
+            # Already read (a MockTransport, a cache): httpx2 will not close its stream
+            # again, so the outcome is known now. Wrapping it would also nest wrappers
+            # around a response object that an inner transport hands out repeatedly.
+            # With outcome_at="headers", the status decides now and the body is free.
+            _finish(self, breaker, token, request, response, overrun, start, end)
+        else:
+            stream = tracked(response.stream, self, breaker, token, request, response, start, end)
+            stream._error = overrun
+            response.stream = stream  # type: ignore[assignment]  # one of the two stream classes
+        response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
+        return response
+
+
+def _finish(
+    core: _Core,
+    breaker: CircuitBreaker,
+    token: int,
+    request: httpx2.Request,
+    response: httpx2.Response,
+    error: BaseException | None,
+    start: float,
+    end: float,
+) -> None:
+    """Record the outcome of a request that got a response (Retry-After included).
+
+    `start` to `end` is the time to the headers; the outcome is known now, at close.
+    """
+    if error is None and core.classifier is default_classifier:
+        # The default rules for a response that arrived whole, without the call.
+        if response.status_code not in DEFAULT_FAILURE_STATUSES:
+            if from_cache(response):
+                breaker._record(token, IGNORED, start, end, None, breaker.clock())
+            else:
+                breaker._record_success(token, start, end, breaker.clock())
+            return
+        outcome = IGNORED if from_cache(response) else FAILURE
+    else:
+        outcome = core.outcome(breaker, request, response, error)
+        if outcome == SUCCESS:
+            breaker._record_success(token, start, end, breaker.clock())
+            return
+    retry_after = None
+    if outcome == FAILURE and breaker.config.respect_retry_after:
+        header = response.headers.get("retry-after")
+        if header is not None:
+            retry_after = parse_retry_after(header)
+    breaker._record(token, outcome, start, end, retry_after, breaker.clock())
+
+
+class _Tracked:
+    """The pending outcome of one response, settled once: on close, or when collected."""
+
+    __slots__ = (
+        "_breaker",
+        "_core",
+        "_end",
+        "_error",
+        "_request",
+        "_response",
+        "_start",
+        "_stream",
+        "_token",
+    )
+
+    def __init__(
+        self,
+        stream: Any,
+        core: _Core,
+        breaker: CircuitBreaker,
+        token: int,
+        request: httpx2.Request,
+        response: httpx2.Response,
+        start: float,
+        end: float,
+    ) -> None:
+        self._stream = stream  # the wrapped transport's byte stream
+        self._core: _Core | None = core
+        self._breaker = breaker
+        self._token = token
+        self._request = request
+        # Dropped once the outcome is settled: the stream then keeps nothing of the response.
+        self._response: httpx2.Response | None = response
+        self._start = start
+        self._end = end
+        self._error: BaseException | None = None
+
+    def _settle(self) -> None:
+        core = self._core
+        if core is None:
+            return
+        self._core = None
+        response = self._response
+        assert response is not None
+        breaker, error = self._breaker, self._error
+        _finish(core, breaker, self._token, self._request, response, error, self._start, self._end)
+        # Drop references the breaker does not need, so a long-lived response holds less.
+        self._error = None
+        self._response = None
+
+    def __del__(self) -> None:
+        if self._core is not None:
+            self._core = None
+            self._breaker._release_abandoned(self._token)
+
+
+class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
+    """The wrapped body: an iterator, not a generator, so that a caller who stops
+    reading early (breaks out of a loop, closes the response) leaves no generator to be
+    finalised with `GeneratorExit`: walking away is not an error, and the response is
+    judged as if it had been read."""
+
+    __slots__ = ("_chunks",)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._chunks = self._stream.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk: bytes = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            raise
+        except BaseException as exc:
+            self._error = exc
+            raise
+        return chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._settle()
+
+
+class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
+    """The sync twin of `_AsyncTrackedStream`."""
+
+    __slots__ = ("_chunks",)
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._chunks = iter(self._stream)
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            chunk: bytes = next(self._chunks)
+        except StopIteration:
+            raise
+        except BaseException as exc:
+            self._error = exc
+            raise
+        return chunk
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        finally:
+            self._settle()
+
+
+def _pool_timeout(request: httpx2.Request) -> float | None:
+    timeouts = request.extensions.get("timeout")
+    if isinstance(timeouts, Mapping):
+        pool = timeouts.get("pool")
+        return pool if isinstance(pool, (int, float)) else None
+    return None
+
+
+def _restore(extensions: dict[str, Any], name: str, value: object) -> None:
+    if value is None:
+        extensions.pop(name, None)
+    else:
+        extensions[name] = value
+
+
+class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
+    """An `httpx2.AsyncBaseTransport` that puts a circuit breaker in front of each host.
+
+    Args:
+        transport: the transport to wrap; `httpx2.AsyncHTTPTransport()` by default.
+            Closing this transport (or leaving its ``async with`` block) closes it.
+        default: the policy for hosts no pattern of `policies` matches.
+        policies: pattern -> policy (exact key, host, or ``*.suffix``).
+        classifier: `(request, response, exception) -> bool | None`; see
+            `httpx_breaker.classifiers`. Defaults to the rules of `default_classifier`.
+        key: `request -> str` naming the breaker of a request; host[:port] by default.
+        registry: a `BreakerRegistry` to use (and share); not together with `default`
+            or `policies`.
+
+    Raises (from `handle_async_request`):
+        CircuitOpenError: the host's breaker is open; the wrapped transport was not called.
+        CircuitTimeoutError: the policy sets `timeout` and the response headers did not
+            arrive within it (counted from the moment the request got a connection).
+    """
+
+    def __init__(
+        self,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        *,
+        default: CircuitBreakerConfig | None = None,
+        policies: Mapping[str, CircuitBreakerConfig] | None = None,
+        classifier: Classifier | None = None,
+        key: Callable[[httpx2.Request], str] | None = None,
+        registry: BreakerRegistry | None = None,
+    ) -> None:
+        if transport is None:
+            transport = httpx2.AsyncHTTPTransport()
+        elif not isinstance(transport, httpx2.AsyncBaseTransport):
+            raise TypeError(f"transport must be an httpx2.AsyncBaseTransport, got {transport!r}")
+        self._core = _Core(
+            transport,
+            default=default,
+            policies=policies,
+            classifier=classifier,
+            key=key,
+            registry=registry,
+        )
+        self._transport = transport
+
+    @classmethod
+    def from_http_options(
+        cls,
+        *,
+        default: CircuitBreakerConfig | None = None,
+        policies: Mapping[str, CircuitBreakerConfig] | None = None,
+        classifier: Classifier | None = None,
+        key: Callable[[httpx2.Request], str] | None = None,
+        registry: BreakerRegistry | None = None,
+        **http_options: Any,
+    ) -> AsyncCircuitBreakerTransport:
+        """Wrap an `httpx2.AsyncHTTPTransport(**http_options)` (``http2``, ``retries``,
+        ``limits``, ``proxy``, ``verify``, ...).
+
+        A client given `transport=` no longer reads proxies from the environment:
+        pass ``proxy=`` here instead.
+        """
+        return cls(
+            httpx2.AsyncHTTPTransport(**http_options),
+            default=default,
+            policies=policies,
+            classifier=classifier,
+            key=key,
+            registry=registry,
+        )
+
+    @property
+    def registry(self) -> BreakerRegistry:
+        """The breakers of this transport, by key."""
+        return self._core.registry
+
+    @property
+    def transport(self) -> httpx2.AsyncBaseTransport:
+        """The wrapped transport."""
+        return self._transport
+
+    def breaker_for_url(self, url: str | httpx2.URL | httpx2.Request) -> CircuitBreaker:
+        """The breaker a request to `url` uses (created if no request has made it yet).
+
+        Accepts a URL (`str` or `httpx2.URL`) or an `httpx2.Request`, whose per-request
+        options (``extensions["circuit_breaker"]``: ``key``, ``policy``) are honoured;
+        a request that would bypass the breaker gets the breaker it would otherwise use.
+        """
+        return _breaker_for_url(self._core, url)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        core = self._core
+        admitted = core.admit(request)
+        if admitted is None:
+            return await self._transport.handle_async_request(request)
+        breaker, token = admitted
+        state = breaker._state
+        clock = breaker.clock
+        start = clock()
+        timeout = breaker.config.timeout
+        try:
+            if timeout is None:
+                response = await self._transport.handle_async_request(request)
+            else:
+                response = await self._send_with_deadline(request, breaker.name, timeout)
+        except BaseException as exc:
+            core.failed(breaker, token, request, exc, start)
+            raise
+        return core.respond(
+            breaker, token, request, response, state, start, clock(), None, _AsyncTrackedStream
+        )
+
+    async def _send_with_deadline(
+        self, request: httpx2.Request, name: str, timeout: float
+    ) -> httpx2.Response:
+        """The wrapped transport's response, its headers within `timeout` of the request
+        getting a connection.
+
+        Where the wrapped transport reports (through httpcore2's ``trace``) when the
+        request gets a connection, the deadline starts there: the wait for the client's
+        own pool is not the host's fault. Until then it allows the pool's own timeout on
+        top. Elsewhere it starts now.
+        """
+        core = self._core
+        extensions = request.extensions
+        if core.traces:
+            pool = _pool_timeout(request)
+            deadline = Deadline(timeout, name, armed=_INF if pool is None else timeout + pool)
+        else:
+            deadline = Deadline(timeout, name)
+        user_trace = extensions.get("trace")
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            # httpcore2's first event for a request: it has its connection (new or pooled).
+            # Start the deadline, and hand tracing back so later events cost us nothing.
+            core.traces = True
+            deadline.arm(timeout)
+            _restore(extensions, "trace", user_trace)
+            if user_trace is not None:
+                await user_trace(event, info)
+
+        extensions["trace"] = trace
+        try:
+            return await deadline.run(self._transport.handle_async_request(request))
+        finally:
+            if extensions.get("trace") is trace:
+                _restore(extensions, "trace", user_trace)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} around {self._transport!r}>"
+
+    async def __aenter__(self) -> Self:
+        await self._transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._core.closed = True
+        await self._transport.__aexit__(exc_type, exc_value, traceback)
+
+    async def aclose(self) -> None:
+        self._core.closed = True
+        await self._transport.aclose()
+
+
+class CircuitBreakerTransport(httpx2.BaseTransport):
+    """The sync twin of `AsyncCircuitBreakerTransport`, for `httpx2.Client`; thread-safe.
+
+    A sync request cannot be abandoned half way. When the policy sets `timeout` and the
+    wrapped transport is httpx2's own, each step up to the response headers (connect,
+    TLS, send, wait for headers) gets at most what is left of the deadline as its
+    timeout, counted from the moment the request got a connection, and running out
+    raises `CircuitTimeoutError`; the body keeps httpx2's own timeouts. Headers that
+    still arrive later than `timeout` (a server trickling them, or a wrapped transport
+    that cannot be bounded) are recorded as a failure, and the response is returned
+    all the same.
+    """
+
+    def __init__(
+        self,
+        transport: httpx2.BaseTransport | None = None,
+        *,
+        default: CircuitBreakerConfig | None = None,
+        policies: Mapping[str, CircuitBreakerConfig] | None = None,
+        classifier: Classifier | None = None,
+        key: Callable[[httpx2.Request], str] | None = None,
+        registry: BreakerRegistry | None = None,
+    ) -> None:
+        if transport is None:
+            transport = httpx2.HTTPTransport()
+        elif not isinstance(transport, httpx2.BaseTransport):
+            raise TypeError(f"transport must be an httpx2.BaseTransport, got {transport!r}")
+        self._core = _Core(
+            transport,
+            default=default,
+            policies=policies,
+            classifier=classifier,
+            key=key,
+            registry=registry,
+        )
+        self._transport = transport
+
+    @classmethod
+    def from_http_options(
+        cls,
+        *,
+        default: CircuitBreakerConfig | None = None,
+        policies: Mapping[str, CircuitBreakerConfig] | None = None,
+        classifier: Classifier | None = None,
+        key: Callable[[httpx2.Request], str] | None = None,
+        registry: BreakerRegistry | None = None,
+        **http_options: Any,
+    ) -> CircuitBreakerTransport:
+        """Wrap an `httpx2.HTTPTransport(**http_options)`; see the async twin."""
+        return cls(
+            httpx2.HTTPTransport(**http_options),
+            default=default,
+            policies=policies,
+            classifier=classifier,
+            key=key,
+            registry=registry,
+        )
+
+    @property
+    def registry(self) -> BreakerRegistry:
+        """The breakers of this transport, by key."""
+        return self._core.registry
+
+    @property
+    def transport(self) -> httpx2.BaseTransport:
+        """The wrapped transport."""
+        return self._transport
+
+    def breaker_for_url(self, url: str | httpx2.URL | httpx2.Request) -> CircuitBreaker:
+        """The breaker a request to `url` uses; see the async twin."""
+        return _breaker_for_url(self._core, url)
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        core = self._core
+        admitted = core.admit(request)
+        if admitted is None:
+            return self._transport.handle_request(request)
+        breaker, token = admitted
+        state = breaker._state
+        clock = breaker.clock
+        start = clock()
+        timeout = breaker.config.timeout
+        overrun = None
+        try:
+            if timeout is None:
+                response = self._transport.handle_request(request)
+            else:
+                bound = _SyncDeadline(core, request, breaker.name, timeout, clock)
+                try:
+                    response = self._transport.handle_request(request)
+                except httpx2.TimeoutException as exc:
+                    mine = bound.explain(exc)
+                    if mine is exc:
+                        raise
+                    raise mine from exc
+                finally:
+                    bound.close()
+                if bound.started is not None:
+                    start = bound.started
+                if clock() - start > timeout:
+                    overrun = httpx2_errors.CircuitTimeoutError(breaker.name, timeout, request=request)
+        except BaseException as exc:
+            core.failed(breaker, token, request, exc, start)
+            raise
+        return core.respond(
+            breaker, token, request, response, state, start, clock(), overrun, _SyncTrackedStream
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} around {self._transport!r}>"
+
+    def __enter__(self) -> Self:
+        self._transport.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self._core.closed = True
+        self._transport.__exit__(exc_type, exc_value, traceback)
+
+    def close(self) -> None:
+        self._core.closed = True
+        self._transport.close()
+
+
+_monotonic = time.monotonic
+_PHASES = ("connect", "read", "write")
+_NOT_CAPPED = ("response_body.started", "response_closed.started")
+
+
+class _SyncDeadline:
+    """A deadline on the steps of one sync request up to its response headers.
+
+    Installed as the request's httpcore2 ``trace`` hook (the caller's own hook is still
+    called). At the first event the request has its connection and the deadline starts;
+    at the start of every later step the connect, read and write timeouts httpcore2 is
+    about to read are lowered to what is left, so the step ends in time. On close the
+    request gets back its own timeouts (the body reads with those) and its own hook.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_core",
+        "_extensions",
+        "_t0",
+        "_timeouts",
+        "_user_trace",
+        "capped",
+        "name",
+        "started",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        core: _Core,
+        request: httpx2.Request,
+        name: str,
+        timeout: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self._core = core
+        self._clock = clock
+        self.name = name
+        self.timeout = timeout
+        self.started: float | None = None  # the breaker's clock at the first step
+        self._t0 = 0.0  # the real clock then
+        self.capped = False  # whether the step under way has a timeout we lowered
+        extensions = self._extensions = request.extensions
+        self._timeouts = extensions.get("timeout")
+        self._user_trace = extensions.get("trace")
+        extensions["trace"] = self._trace
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        # The steps up to the response headers; never the body, nor the clean-up after
+        # an error (raising there would hide that error).
+        if event.endswith(".started") and not event.endswith(_NOT_CAPPED):
+            # Socket timeouts are real seconds, so the deadline runs on the real clock;
+            # the breaker's own (injectable) clock times the call for the record.
+            now = _monotonic()
+            if self.started is None:
+                self.started = self._clock()
+                self._t0 = now
+                self._core.traces = True
+            left = self.timeout - (now - self._t0)
+            if left <= 0:
+                raise httpx2_errors.CircuitTimeoutError(self.name, self.timeout)
+            self._cap(left)
+        user_trace = self._user_trace
+        if user_trace is not None:
+            user_trace(event, info)
+
+    def _cap(self, left: float) -> None:
+        own = self._timeouts if isinstance(self._timeouts, Mapping) else {}
+        capped = dict(own)
+        self.capped = False
+        for phase in _PHASES:
+            value = own.get(phase)
+            if value is None or value > left:
+                capped[phase] = left
+                self.capped = True
+        self._extensions["timeout"] = capped
+
+    def explain(self, exc: httpx2.TimeoutException) -> httpx2.TimeoutException:
+        """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired."""
+        if isinstance(exc, CircuitTimeoutError):
+            return exc
+        if self.capped and not isinstance(exc, httpx2.PoolTimeout):
+            return httpx2_errors.CircuitTimeoutError(self.name, self.timeout)
+        return exc
+
+    def close(self) -> None:
+        extensions = self._extensions
+        _restore(extensions, "timeout", self._timeouts)
+        _restore(extensions, "trace", self._user_trace)
+
+
+def _breaker_for_url(core: _Core, url: str | httpx2.URL | httpx2.Request) -> CircuitBreaker:
+    if isinstance(url, httpx2.Request):
+        request = url
+    elif isinstance(url, (str, httpx2.URL)):
+        request = httpx2.Request("GET", url)
+    else:
+        raise TypeError(f"url must be a str, an httpx2.URL or an httpx2.Request, got {url!r}")
+    breaker = core.breaker_for(request, bypass=False)
+    assert breaker is not None
+    return breaker
