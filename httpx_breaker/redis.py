@@ -596,8 +596,9 @@ class RedisStore:
                 try:
                     self._connect()
                 except Exception as exc:  # noqa: BLE001 - anything: stay local, retry later
-                    self._disconnect()
+                    # The error first: whoever sees `connected` go False sees why.
                     self._failed(exc)
+                    self._disconnect()
                     self._pause(random.uniform(backoff / 2, backoff))
                     backoff = min(backoff * 2, _BACKOFF_MAX)
                     continue
@@ -605,8 +606,8 @@ class RedisStore:
             try:
                 self._serve()
             except _LOST as exc:
-                self._disconnect()
                 self._failed(exc)
+                self._disconnect()
             except Exception:  # a bug of ours must not kill the thread
                 logger.exception("shared store %s: unexpected error", self._display_url)
                 self._disconnect()
