@@ -33,7 +33,7 @@ How it works:
 - **Nothing that may run in a finaliser blocks.** `release` only takes the lock with
   `acquire(blocking=False)`, to hand its token to a waiter; if the lock is taken, its
   holder does the hand-over after letting go (every holder looks), and the releaser
-  leaves. The engine's `_release_abandoned` solves the same problem for its permits.
+  leaves. The engine's `release` (ex `_release_abandoned`) solves the same problem for its permits.
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ class _Core:
         if breaker is None:
             return None
         try:
-            return breaker, breaker._acquire()
+            return breaker, breaker.admit()
         except CircuitOpenError as exc:
             exc.request = request
             raise
@@ -181,7 +181,7 @@ class _Core:
         """Record a request that ended with no response."""
         if isinstance(exc, CircuitTimeoutError):
             exc.request = request
-        breaker._record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
+        breaker.record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
 
     def respond(
         self,
@@ -228,22 +228,22 @@ def _finish(
         # The default rules for a response that arrived whole, without the call.
         if response.status_code not in DEFAULT_FAILURE_STATUSES:
             if from_cache(response):
-                breaker._record(token, IGNORED, start, end, None, breaker.clock())
+                breaker.record(token, IGNORED, start, end, None, breaker.clock())
             else:
-                breaker._record_success(token, start, end, breaker.clock())
+                breaker.record_success(token, start, end, breaker.clock())
             return
         outcome = IGNORED if from_cache(response) else FAILURE
     else:
         outcome = core.outcome(breaker, request, response, error)
         if outcome == SUCCESS:
-            breaker._record_success(token, start, end, breaker.clock())
+            breaker.record_success(token, start, end, breaker.clock())
             return
     retry_after = None
     if outcome == FAILURE and breaker.config.respect_retry_after:
         header = response.headers.get("retry-after")
         if header is not None:
             retry_after = parse_retry_after(header)
-    breaker._record(token, outcome, start, end, retry_after, breaker.clock())
+    breaker.record(token, outcome, start, end, retry_after, breaker.clock())
 
 
 class _Tracked:
@@ -299,7 +299,7 @@ class _Tracked:
     def __del__(self) -> None:
         if self._core is not None:
             self._core = None
-            self._breaker._release_abandoned(self._token)
+            self._breaker.release(self._token)
 
 
 class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
