@@ -147,6 +147,11 @@ class StoreLink(Protocol):
         """True while the store is in touch with the fleet: probes need a lease."""
         ...
 
+    @property
+    def counts(self) -> bool:
+        """True if the store wants every CLOSED outcome through `counted()`."""
+        ...
+
     def published(self, transition: LocalTransition) -> None:
         """The breaker made `transition` on its own (call it after the lock is released)."""
         ...
@@ -172,6 +177,7 @@ class StoreLink(Protocol):
         ...
 
 
+@runtime_checkable
 class Store(Protocol):
     """A place where replicas share breaker state (`httpx_breaker.redis.RedisStore`)."""
 

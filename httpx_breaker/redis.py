@@ -227,6 +227,10 @@ class _Link:
     def active(self) -> bool:
         return self._store._connected and not self.detached
 
+    @property
+    def counts(self) -> bool:
+        return self._store._share_counts
+
     def published(self, transition: LocalTransition) -> None:
         self.token = next(_tokens)
         self.changed_at = self._store._clock()
