@@ -895,6 +895,7 @@ class RedisStore:
         return self._call(
             "push",
             link,
+            link.fleet_epoch,  # the fleet's state this replica last knew
             _CODE_OF[view.state],
             int(min(left, _MAX_PERIOD_MS / 1000) * 1000),
             view.failed_rounds,
