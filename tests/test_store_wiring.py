@@ -306,6 +306,7 @@ def test_dry_run_lets_a_request_without_a_lease_through_uncounted(clock: FakeClo
     token = breaker.admit()
     assert token == -1
     assert breaker.get_metrics().rejected_requests == 1
+    assert link.of("take_lease") == [("take_lease",)]  # the demand is flagged all the same
 
 
 def test_a_store_that_raises_never_fails_a_request(
