@@ -18,7 +18,9 @@ _ids = itertools.count(1)
 
 
 class RecordingLink:
-    def __init__(self, store: RecordingStore, key: str, breaker: SharedBreaker, config: CircuitBreakerConfig) -> None:
+    def __init__(
+        self, store: RecordingStore, key: str, breaker: SharedBreaker, config: CircuitBreakerConfig
+    ) -> None:
         self.store = store
         self.key = key
         self.breaker = breaker
@@ -61,10 +63,7 @@ class RecordingLink:
 
     def transitions(self) -> list[tuple[str, str, str, float | None]]:
         """What was published, as (old, new, cause, retry_after)."""
-        return [
-            (t.old.value, t.new.value, t.cause, t.retry_after)
-            for _, t in self.of("published")
-        ]
+        return [(t.old.value, t.new.value, t.cause, t.retry_after) for _, t in self.of("published")]
 
 
 class RecordingStore:
@@ -75,7 +74,9 @@ class RecordingStore:
         self.links: dict[str, RecordingLink] = {}
         self.closed = False
 
-    def attach(self, key: str, breaker: SharedBreaker, config: CircuitBreakerConfig) -> RecordingLink:
+    def attach(
+        self, key: str, breaker: SharedBreaker, config: CircuitBreakerConfig
+    ) -> RecordingLink:
         link = RecordingLink(self, key, breaker, config)
         self.links[key] = link
         return link

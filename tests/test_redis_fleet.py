@@ -114,13 +114,16 @@ class Fleet:
     def hits(self, since: int, path: str = "/") -> list[float]:
         return [t for t, _, p in self.upstream.requests[since:] if p == path]
 
+    def _stop(self, index: int) -> None:
+        try:
+            self.pipes[index].send(("stop",))
+            self.receive(index, timeout=10)
+        except (AssertionError, OSError):
+            pass  # it is killed below
+
     def close(self) -> None:
         for index in self.alive:
-            try:
-                self.pipes[index].send(("stop",))
-                self.receive(index, timeout=10)
-            except (AssertionError, OSError):
-                pass
+            self._stop(index)
         for process in self.processes:
             process.join(timeout=5)
             if process.is_alive():
@@ -182,9 +185,7 @@ def run_scenario(server: Server, runtimes: list[str], down_rounds: int) -> dict[
             rounds = fleet.ask(everyone, "until", "/", "closed", None, 10.0)
             fleet.wait_for("closed", what="every replica closed")
             reports = fleet.ask(everyone, "report", None)
-            first_close = min(
-                c[0] for r in reports for c in r["changes"] if c[3] == "closed"
-            )
+            first_close = min(c[0] for r in reports for c in r["changes"] if c[3] == "closed")
             before_close = [t for t in fleet.hits(since) if t < first_close]
             admitted_half_open = [
                 o for answers in rounds for o in answers
@@ -229,7 +230,7 @@ def run_scenario(server: Server, runtimes: list[str], down_rounds: int) -> dict[
             [probe_arrived] = fleet.hits(since, "/delay/30")
             fleet.processes[victim].kill()
             fleet.processes[victim].join(timeout=5)
-            survivors = list(slow)[:-1] + [0]
+            survivors = [i for i in everyone if i != victim]
             fleet.ask(survivors, "until", "/", "closed", LEASE_KEY, 15.0, timeout=30)
             fleet.wait_for("closed", LEASE_KEY, what="the lease key closed")
             after = fleet.hits(since)

@@ -135,9 +135,7 @@ def test_one_probe_round_for_the_fleet_and_everyone_closes(
             with pytest.raises(CircuitOpenError) as info:
                 client.get(url)  # no lease yet: refused, and one is fetched
             assert info.value.state is HALF_OPEN
-        wait_until(
-            lambda: first.has_lease(url) and second.has_lease(url), what="a lease each"
-        )
+        wait_until(lambda: first.has_lease(url) and second.has_lease(url), what="a lease each")
         assert upstream.request_count == before
         assert one.get(url).status_code == 200
         assert two.get(url).status_code == 200
@@ -218,8 +216,10 @@ async def test_no_redis_command_runs_on_a_requests_task_or_thread(
                 await anyio.to_thread.run_sync(two.get, url)
                 await anyio.to_thread.run_sync(
                     lambda: wait_until(
-                        lambda: first.breaker(url).state is CLOSED
-                        and second.breaker(url).state is CLOSED,
+                        lambda: (
+                            first.breaker(url).state is CLOSED
+                            and second.breaker(url).state is CLOSED
+                        ),
                         what="closed",
                     )
                 )
@@ -241,7 +241,9 @@ def test_url_secrets_never_reach_redis_through_a_transport(server: Server, tmp_p
     failing = httpx.MockTransport(lambda request: httpx.Response(503))
     try:
         wait_until(lambda: first.store.connected and second.store.connected, what="connections")
-        with httpx.Client(transport=CircuitBreakerTransport(failing, registry=first.registry)) as one:
+        with httpx.Client(
+            transport=CircuitBreakerTransport(failing, registry=first.registry)
+        ) as one:
             one.get(url)
             one.get(url)
         second.breaker(url)

@@ -46,7 +46,9 @@ def make(
     return breaker, store.links[KEY], registry
 
 
-def fail(breaker: CircuitBreaker, clock: FakeClock, times: int = 1, retry_after: float | None = None) -> None:
+def fail(
+    breaker: CircuitBreaker, clock: FakeClock, times: int = 1, retry_after: float | None = None
+) -> None:
     for _ in range(times):
         token = breaker.admit()
         breaker.record(token, FAILURE, clock(), clock(), retry_after)
@@ -192,7 +194,9 @@ def test_manual_control_stays_local(clock: FakeClock) -> None:
     assert link.of("published") == []
 
 
-def test_shared_view_tells_the_state_the_period_left_and_the_failed_rounds(clock: FakeClock) -> None:
+def test_shared_view_tells_the_state_the_period_left_and_the_failed_rounds(
+    clock: FakeClock,
+) -> None:
     breaker, link, _ = make(clock, RecordingStore(active=False))
     view = link.breaker.shared_view
     assert view() == LocalView(CLOSED, None, 0, False)
@@ -265,7 +269,9 @@ def test_each_probe_outcome_goes_back_with_its_lease(
     assert link.of("probe_done") == [("probe_done", lease, expected)]
 
 
-def test_the_probe_result_reaches_the_link_before_the_transition_it_causes(clock: FakeClock) -> None:
+def test_the_probe_result_reaches_the_link_before_the_transition_it_causes(
+    clock: FakeClock,
+) -> None:
     """The store must see the lease's result first, then the reopen it caused."""
     breaker, link, _ = make(clock)
     to_half_open(breaker, clock)
@@ -364,7 +370,9 @@ def test_store_must_be_a_store() -> None:
 
 
 @pytest.mark.parametrize("make_transport", [AsyncCircuitBreakerTransport, CircuitBreakerTransport])
-def test_a_transport_takes_a_store_or_a_registry_not_both(make_transport: Callable[..., object]) -> None:
+def test_a_transport_takes_a_store_or_a_registry_not_both(
+    make_transport: Callable[..., object],
+) -> None:
     """store= goes to the registry the transport makes; with registry= it is a ValueError
     naming both (the registry has its own store)."""
     store = RecordingStore()
