@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Final, Protocol, runtime_checkable
+import weakref
+from typing import Any, Final, Protocol, runtime_checkable
 
 from ._config import CircuitBreakerConfig
 from ._state import CircuitState
@@ -55,10 +56,14 @@ __all__ = [
     "Lease",
     "LocalTransition",
     "LocalView",
+    "MonitoredStore",
     "ProbeOutcome",
     "SharedBreaker",
     "Store",
+    "StoreHealth",
     "StoreLink",
+    "live_stores",
+    "register_live_store",
 ]
 
 FLEET: Final = "fleet"
@@ -181,12 +186,81 @@ class StoreLink(Protocol):
 class Store(Protocol):
     """A place where replicas share breaker state (`httpx_breaker.redis.RedisStore`)."""
 
-    def attach(
-        self, key: str, breaker: SharedBreaker, config: CircuitBreakerConfig
-    ) -> StoreLink:
+    def attach(self, key: str, breaker: SharedBreaker, config: CircuitBreakerConfig) -> StoreLink:
         """Share `key`'s state with the fleet through `breaker` (held weakly)."""
         ...
 
     def close(self) -> None:
         """Stop the store's background work; links fall back to local-only."""
         ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """How a `RedisStore` is doing, for health checks and exporters.
+
+    Attributes:
+        connected: in touch with the server: transitions are shared.
+        state: ``"connecting"`` (not yet connected), ``"connected"``,
+            ``"disconnected"`` (lost; breakers are local-only until it is back) or
+            ``"closed"``.
+        since: seconds (monotonic) since `state` last changed.
+        last_error: the last connection error (type and message, credentials removed).
+        reconnects: how many times the connection came back after a loss.
+        lag: seconds between the server applying the last transition heard from
+            another replica and this replica applying it (None before the first).
+        keys: keys this store shares.
+        queued: work waiting for the store's thread.
+        dropped: transitions not sent because the server was unreachable (the next
+            reconcile settles them).
+        messages: transitions heard from other replicas.
+    """
+
+    connected: bool
+    state: str
+    since: float
+    last_error: str | None
+    reconnects: int
+    lag: float | None
+    keys: int
+    queued: int
+    dropped: int
+    messages: int
+
+
+@runtime_checkable
+class MonitoredStore(Protocol):
+    """A store that tells its health: what the exporters and the dashboard read.
+
+    Reading any of these never does I/O.
+    """
+
+    @property
+    def namespace(self) -> str:
+        """The fleet's name on its server."""
+        ...
+
+    @property
+    def server(self) -> str:
+        """Where it connects, without credentials."""
+        ...
+
+    @property
+    def health(self) -> StoreHealth:
+        """A snapshot of the connection and the sync."""
+        ...
+
+
+# Every store made in the process, for exporters that export "everything".
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_live_store(store: MonitoredStore) -> None:
+    """Make `store` one of `live_stores()` for as long as it lives."""
+    _live.add(store)
+
+
+def live_stores() -> list[MonitoredStore]:
+    """Every live store of the process that is not closed, by namespace and server."""
+    stores = [s for s in list(_live) if s.health.state != "closed"]
+    return sorted(stores, key=lambda s: (s.namespace, s.server))

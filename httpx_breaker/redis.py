@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import hashlib
 import itertools
 import logging
@@ -59,6 +58,8 @@ from ._store import (
     LocalView,
     ProbeOutcome,
     SharedBreaker,
+    StoreHealth,
+    register_live_store,
 )
 
 if TYPE_CHECKING:
@@ -130,39 +131,6 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
 
 # What a Redis call can raise when the server is down, frozen or restarting.
 _LOST: Final = (redis.RedisError, OSError)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoreHealth:
-    """How a `RedisStore` is doing, for health checks and exporters.
-
-    Attributes:
-        connected: in touch with the server: transitions are shared.
-        state: ``"connecting"`` (not yet connected), ``"connected"``,
-            ``"disconnected"`` (lost; breakers are local-only until it is back) or
-            ``"closed"``.
-        since: seconds (monotonic) since `state` last changed.
-        last_error: the last connection error (type and message, credentials removed).
-        reconnects: how many times the connection came back after a loss.
-        lag: seconds between the server applying the last transition heard from
-            another replica and this replica applying it (None before the first).
-        keys: keys this store shares.
-        queued: work waiting for the store's thread.
-        dropped: transitions not sent because the server was unreachable (the next
-            reconcile settles them).
-        messages: transitions heard from other replicas.
-    """
-
-    connected: bool
-    state: str
-    since: float
-    last_error: str | None
-    reconnects: int
-    lag: float | None
-    keys: int
-    queued: int
-    dropped: int
-    messages: int
 
 
 class _Link:
@@ -437,6 +405,7 @@ class RedisStore:
         self._next_count = math.inf
         self._start()
         _stores.add(self)
+        register_live_store(self)
 
     def _start(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
@@ -478,6 +447,11 @@ class RedisStore:
     @property
     def namespace(self) -> str:
         return self._namespace
+
+    @property
+    def server(self) -> str:
+        """The server's URL without credentials (as logs, health and exporters name it)."""
+        return self._display_url
 
     @property
     def connected(self) -> bool:

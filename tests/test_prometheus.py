@@ -375,6 +375,14 @@ def test_describe_names_the_families_without_reading_breakers() -> None:
         "circuit_breaker_state_seconds",
         "circuit_breaker_availability_ratio",
         "circuit_breaker_throughput_requests_per_second",
+        "circuit_breaker_store_connected",
+        "circuit_breaker_store_state",
+        "circuit_breaker_store_sync_lag_seconds",
+        "circuit_breaker_store_reconnects",
+        "circuit_breaker_store_transitions_received",
+        "circuit_breaker_store_transitions_dropped",
+        "circuit_breaker_store_keys",
+        "circuit_breaker_store_queued",
     ]
     assert all(not f.samples for f in families)
     registry = CollectorRegistry()
