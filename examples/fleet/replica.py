@@ -43,6 +43,15 @@ from httpx_breaker.redis import RedisStore
 CONFIG = CircuitBreakerConfig(failure_threshold=3, reset_timeout=1.0, half_open_max_requests=1)
 
 
+def send(client: httpx.Client, url: str) -> str:
+    """One request; what came of it."""
+    try:
+        return f"HTTP {client.get(url).status_code}"
+    except CircuitOpenError as exc:  # refused: the request never left the process
+        retry_after = None if exc.retry_after is None else round(exc.retry_after, 1)
+        return f"refused before any I/O ({exc.state.name}, retry_after={retry_after})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="one replica of a fleet")
     parser.add_argument("--redis", required=True, help="redis:// or valkey:// URL")
@@ -87,13 +96,7 @@ def main() -> None:
             command, _, arg = line.strip().partition(" ")
             if command == "send":
                 for _ in range(int(arg)):
-                    try:
-                        say(f"{name}: HTTP {client.get(url).status_code}")
-                    except CircuitOpenError as exc:
-                        say(
-                            f"{name}: refused before any I/O ({exc.state.name}, "
-                            f"retry_after={exc.retry_after and round(exc.retry_after, 1)})"
-                        )
+                    say(f"{name}: {send(client, url)}")
             elif command == "wait":
                 while registry[key].state.name != arg:
                     time.sleep(0.005)

@@ -122,9 +122,7 @@ def main() -> None:
                 for replica in (a, b):
                     while (line := replica._line()) != "done":
                         print(line)
-                probes = [
-                    t for t, _, path in upstream.requests[mark:] if path.startswith("/from-")
-                ]
+                probes = [t for t, _, path in upstream.requests[mark:] if path.startswith("/from-")]
                 print(
                     f"requests that reached the upstream in the half-open round: {len(probes)} "
                     "(half_open_max_requests=1, for the whole fleet)"
