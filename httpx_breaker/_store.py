@@ -7,20 +7,22 @@ breaker. What travels is each breaker's **transitions**, in the background.
 Two sides meet here:
 
 - The **breaker side**, `SharedBreaker`: what a store reads from a breaker and how it
-  hands a transition made elsewhere back to it. The registry implements it over the
-  engine's "enter a state now" seam; tests implement it with a stand-in.
+  hands a transition made elsewhere back to it. `_shared.BreakerSide` implements it
+  over the engine's "enter a state now" seam (`CircuitBreaker.transition_to`); tests
+  of the store implement it with a stand-in.
 - The **store side**, `Store` and the per-key `StoreLink` it returns from `attach()`:
-  what the breaker (through the registry) calls. Every `StoreLink` method is safe to
+  what the breaker (through its `BreakerSide`) calls. Every `StoreLink` method is safe to
   call on a request's thread or event loop: none waits, none does I/O, none takes a
   lock that the store's own thread holds across I/O. They queue work for the store.
 
 The life of a key, with a store:
 
-1. The registry creates a breaker and calls ``link = store.attach(key, breaker, config)``.
+1. The registry creates a breaker and attaches it (`_shared.attach`):
+   ``link = store.attach(key, side, config)``.
 2. After every **local** transition of the breaker (one its own outcomes or its own
-   open period caused), the registry calls ``link.published(LocalTransition(...))``.
-   Transitions the store applied (cause `FLEET`), forced states and `reset()` are not
-   published: manual control is local.
+   open period caused), the breaker calls ``link.published(LocalTransition(...))``,
+   outside its lock. Transitions the store applied (cause `FLEET`), forced states,
+   `reset()` and the testing helpers are not published: manual control is local.
 3. A transition made by another replica reaches this one as
    ``breaker.apply_shared(state, open_for)``, called on the store's thread: the breaker
    enters `state` **now, as a normal transition** (new epoch, so outcomes of calls
