@@ -125,18 +125,16 @@ def sweeper_for(loop: asyncio.AbstractEventLoop) -> Sweeper:
 def cancel_scope(seconds: float | None) -> Any:
     """A cancel scope of the running library (trio's own under trio, else anyio's),
     ending `seconds` from now, or never (None) until its `deadline` is set."""
-    if _running_loop() is None and "trio" in sys.modules:
-        # No asyncio loop in this thread: httpx runs on asyncio or trio, so trio.
-        import trio
-
-        scope: Any = trio.CancelScope()
-        if seconds is not None:
-            scope.deadline = trio.current_time() + seconds
-        return scope
-    scope = anyio.CancelScope()
-    if seconds is not None:
-        scope.deadline = anyio.current_time() + seconds
-    return scope
+    if _running_loop() is None:
+        # No asyncio loop in this thread: httpx runs on asyncio or trio, so trio (already
+        # imported by whoever runs it). Its own scope costs less than anyio's wrapper.
+        trio: Any = sys.modules["trio"]
+        if seconds is None:
+            return trio.CancelScope()
+        return trio.CancelScope(deadline=trio.current_time() + seconds)
+    if seconds is None:
+        return anyio.CancelScope()
+    return anyio.CancelScope(deadline=anyio.current_time() + seconds)
 
 
 def scope_now(scope: Any) -> float:
