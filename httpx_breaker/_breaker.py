@@ -284,12 +284,15 @@ class CircuitBreaker:
         return self.state
 
     def is_open(self) -> bool:
+        """Whether the breaker is OPEN (refusing calls) now; see `state`."""
         return self.state is _OPEN
 
     def is_closed(self) -> bool:
+        """Whether the breaker is CLOSED (letting calls through) now; see `state`."""
         return self.state is _CLOSED
 
     def is_half_open(self) -> bool:
+        """Whether the breaker is HALF_OPEN (letting probes through) now; see `state`."""
         return self.state is _HALF_OPEN
 
     @property
