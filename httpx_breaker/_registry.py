@@ -188,6 +188,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     @property
     def default(self) -> CircuitBreakerConfig:
+        """The policy for keys no pattern matches."""
         return self._default
 
     @property
@@ -197,10 +198,12 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     @property
     def max_size(self) -> int:
+        """The most breakers kept (see "Eviction" above)."""
         return self._max_size
 
     @property
     def clock(self) -> Callable[[], float] | None:
+        """The clock given to breakers made from now on; None for `time.monotonic`."""
         return self._clock
 
     def set_clock(self, clock: Callable[[], float] | None) -> Callable[[], float] | None:
