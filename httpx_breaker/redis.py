@@ -473,6 +473,7 @@ class RedisStore:
 
     @property
     def namespace(self) -> str:
+        """The fleet this store belongs to on its server (the `namespace` argument)."""
         return self._namespace
 
     @property
