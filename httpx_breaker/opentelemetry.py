@@ -100,6 +100,10 @@ class RegisteredMetrics:
 
     OpenTelemetry cannot remove an instrument from a meter; after `close()` its
     callbacks report nothing.
+
+    Attributes:
+        meter: the meter the instruments were created on (`METER_NAME`).
+        instruments: the observable instruments, in the order the module lists them.
     """
 
     def __init__(self, meter: Meter, breakers: BreakerSource) -> None:
