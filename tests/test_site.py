@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,17 +105,54 @@ def _undocumented(obj: object, path: str) -> list[str]:
     return missing
 
 
-def test_every_public_name_has_a_docstring() -> None:
-    """Every name in a public module's __all__, and every public member of a public class,
-    has a docstring (mkdocstrings leaves undocumented members out of the reference)."""
+def _public_objects() -> Iterator[tuple[str, Any]]:
+    """The public modules, and each name of their __all__ (aliases resolved)."""
     import griffe
 
     package = griffe.load("httpx_breaker", search_paths=[str(ROOT)], resolve_aliases=True)
-    missing: list[str] = []
     for module in [package, *(package[name] for name in PUBLIC_MODULES)]:
-        assert module.docstring, module.path
+        yield module.path, module
         for name in module.exports or ():
             member = module[name]
-            target = member.final_target if member.is_alias else member
-            missing += _undocumented(target, f"{module.path}.{name}")
+            yield f"{module.path}.{name}", member.final_target if member.is_alias else member
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    """Every name in a public module's __all__, and every public member of a public class,
+    has a docstring (mkdocstrings leaves undocumented members out of the reference)."""
+    missing: list[str] = []
+    for path, obj in _public_objects():
+        if obj.is_module:
+            assert obj.docstring, path
+        else:
+            missing += _undocumented(obj, path)
     assert missing == []
+
+
+# A reST literal block ("Usage::") renders as text with "::" and an unhighlighted block;
+# a section header the Google parser did not recognise ("Raises (from x):") as a run-on
+# paragraph.
+_UNRENDERED = re.compile(
+    r"::\s*$|^\s*(Args|Arguments|Raises|Returns|Yields|Attributes|Examples?)\b.*:\s*$"
+)
+
+
+def test_docstrings_use_what_the_reference_renders() -> None:
+    """No public docstring holds a reST literal block or a section header the Google
+    style parser leaves as text."""
+    import griffe
+
+    bad: list[str] = []
+    for path, obj in _public_objects():
+        objects = [obj, *(m for n, m in obj.members.items() if not n.startswith("_"))]
+        for item in objects:
+            if item.is_alias or not item.docstring:
+                continue
+            for section in item.docstring.parse("google"):
+                if section.kind is griffe.DocstringSectionKind.text:
+                    bad += [
+                        f"{path}: {line.strip()}"
+                        for line in section.value.splitlines()
+                        if _UNRENDERED.search(line)
+                    ]
+    assert bad == []
