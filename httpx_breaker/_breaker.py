@@ -151,6 +151,16 @@ class CircuitBreaker:
     `record(permit, outcome, start, end)`, `record_success(permit, start, end)` or
     `release(permit)` settles it. `transition_to` and `set_clock` are the seams for
     test helpers and for state shared between processes.
+
+    ```python
+    primary_db = CircuitBreaker("primary_db", CircuitBreakerConfig(failure_threshold=5))
+    rows = await primary_db.call_async(fetch_rows, "SELECT 1")   # or .call() for sync code
+    primary_db.get_metrics().failure_rate
+    ```
+
+    Raises:
+        TypeError: `name` is not a `str`, `config` not a `CircuitBreakerConfig`, or
+            `classifier` or `clock` not callable.
     """
 
     __slots__ = (
