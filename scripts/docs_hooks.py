@@ -44,7 +44,7 @@ def _summary(path: Path) -> str:
 def _example_page(path: Path) -> str:
     name = f"examples/{path.name}"
     return (
-        f"# {path.stem}\n\n"
+        f"# {name}\n\n"
         f"{_summary(path)}\n\n"
         f"Run it from a checkout with `.venv/bin/python {name}`; the test suite runs it"
         " too (`tests/test_examples.py`).\n\n"
