@@ -35,11 +35,14 @@ SLOW = 0.5
 POOL_WAIT = 0.2
 
 
-async def _one(inner: httpx.AsyncBaseTransport) -> tuple[str, float, str]:
+async def _one(
+    inner: httpx.AsyncBaseTransport, transport: AsyncCircuitBreakerTransport | None = None
+) -> tuple[str, float, str]:
     """("response" | "timeout" | "error", elapsed ms, detail) of one request."""
-    transport = AsyncCircuitBreakerTransport(
-        inner, default=CircuitBreakerConfig(timeout=PROBE_TIMEOUT)
-    )
+    if transport is None:
+        transport = AsyncCircuitBreakerTransport(
+            inner, default=CircuitBreakerConfig(timeout=PROBE_TIMEOUT)
+        )
     t = time.perf_counter()
     try:
         response = await transport.handle_async_request(make_request())
@@ -66,9 +69,15 @@ async def probe(backend: str) -> list[dict[str, Any]]:
             "pool_wait_ms": None,
         }
         if traces:
-            got, ms, detail = await _one(
-                SlowInnerAsync(pool_wait=POOL_WAIT, server_wait=0.0, traces=True)
+            # A transport that is not httpx's own is known to report connection
+            # assignment once it has: one request teaches it, as in a running client.
+            inner = SlowInnerAsync(pool_wait=0.0, server_wait=0.0, traces=True)
+            transport = AsyncCircuitBreakerTransport(
+                inner, default=CircuitBreakerConfig(timeout=PROBE_TIMEOUT)
             )
+            await _one(inner, transport)
+            inner.pool_wait = POOL_WAIT
+            got, ms, detail = await _one(inner, transport)
             row["pool_wait"] = {"response": "outside", "timeout": "inside"}.get(
                 got, f"error ({detail})"
             )

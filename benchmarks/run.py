@@ -64,6 +64,12 @@ DERIVED = {
             "transport_deadline_traced",
             "transport_deadline",
         ),
+        (
+            "deadline_traced_part",
+            "the deadline with the pool wait kept outside, over the default path",
+            "transport_deadline_traced",
+            "transport_closed",
+        ),
         ("body_part", "reading the body, on top of CLOSED", "transport_body", "transport_closed"),
         (
             "bulkhead_part",

@@ -11,10 +11,10 @@ does on a reused keep-alive HTTP/1.1 connection (the hot path of a real client):
 ``http11.receive_response_headers``, each ``.started`` then ``.complete``, before the
 headers are returned; ``http11.receive_response_body`` around the body and
 ``http11.response_closed`` when it is closed. Like httpcore it checks that the callback
-returned a coroutine, and it calls nothing when the request carries no ``trace``. A
-transport that starts its deadline from the first trace event (so the wait for a
-pooled connection stays outside it) pays for all of these calls, which a stub calling
-the hook once would hide.
+returned a coroutine, it calls nothing when the request carries no ``trace``, and it
+reads the hook anew for every step, as each of httpcore's ``Trace(...)`` scopes does:
+a hook that hands tracing back after the first event (as the breaker's deadline does)
+is not called again, and one that stays pays for every call.
 """
 
 from __future__ import annotations
@@ -104,18 +104,22 @@ class TracingInnerAsync(httpx.AsyncBaseTransport):
         self.body = body
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        trace = request.extensions.get("trace")
-        if trace is not None:
-            kwargs = {"request": request}
-            await _atrace(trace, "http11.send_request_headers.started", kwargs)
-            await _atrace(trace, "http11.send_request_headers.complete", {"return_value": None})
-            await _atrace(trace, "http11.send_request_body.started", kwargs)
-            await _atrace(trace, "http11.send_request_body.complete", {"return_value": None})
-            await _atrace(trace, "http11.receive_response_headers.started", kwargs)
-            await _atrace(
-                trace, "http11.receive_response_headers.complete", {"return_value": _HEADERS_DONE}
-            )
-        return httpx.Response(self.status, stream=_TracedBody(trace, request, self.body))
+        # httpcore reads the hook anew for every step (each `Trace(...)` it opens), so a
+        # hook that removes itself is not called again; so here.
+        kwargs = {"request": request}
+        extensions = request.extensions
+        for step, done in (
+            ("send_request_headers", None),
+            ("send_request_body", None),
+            ("receive_response_headers", _HEADERS_DONE),
+        ):
+            trace = extensions.get("trace")
+            if trace is not None:
+                await _atrace(trace, f"http11.{step}.started", kwargs)
+                await _atrace(trace, f"http11.{step}.complete", {"return_value": done})
+        return httpx.Response(
+            self.status, stream=_TracedBody(extensions.get("trace"), request, self.body)
+        )
 
 
 class SlowInnerAsync(httpx.AsyncBaseTransport):

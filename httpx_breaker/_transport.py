@@ -16,7 +16,9 @@ request to an open host is refused before any I/O.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from types import TracebackType
@@ -28,7 +30,7 @@ from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
 from ._bulkhead import Bulkhead
 from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier, from_cache
 from ._config import CircuitBreakerConfig
-from ._deadline import Deadline
+from ._deadline import cancel_scope, scope_now, sweeper_for
 from ._errors import CircuitOpenError, CircuitTimeoutError, RequestRejected
 from ._keys import default_key
 from ._registry import BreakerRegistry
@@ -43,7 +45,8 @@ logger = logging.getLogger("httpx_breaker")
 
 EXTENSION = "circuit_breaker"
 _OPTIONS = frozenset({"bypass", "policy", "key"})
-_INF = float("inf")
+_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
 
 
 def _traces(transport: object) -> bool:
@@ -558,32 +561,75 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         Where the wrapped transport reports (through httpcore's ``trace``) when the
         request gets a connection, the deadline starts there: the wait for the client's
         own pool is not the host's fault. Until then it allows the pool's own timeout on
-        top. Elsewhere it starts now.
+        top (no deadline if the pool may wait forever). Elsewhere it starts now.
         """
         core = self._core
         extensions = request.extensions
+        first: float | None = timeout
         if core.traces:
             pool = _pool_timeout(request)
-            deadline = Deadline(timeout, name, armed=_INF if pool is None else timeout + pool)
-        else:
-            deadline = Deadline(timeout, name)
+            first = None if pool is None else timeout + pool
         user_trace = extensions.get("trace")
+        loop = _running_loop()
+        task = _current_task(loop) if loop is not None else None
+        if sys.version_info >= (3, 11) and task is not None:
+            assert loop is not None
+            sweeper = sweeper_for(loop)
+            cancelling = task.cancelling()
+            place = None if first is None else sweeper.arm(loop, task, first)
 
-        async def trace(event: str, info: dict[str, Any]) -> None:
-            # httpcore's first event for a request: it has its connection (new or pooled).
-            # Start the deadline, and hand tracing back so later events cost us nothing.
-            core.traces = True
-            deadline.arm(timeout)
-            _restore(extensions, "trace", user_trace)
+            async def trace(event: str, info: dict[str, Any]) -> None:
+                # httpcore's first event for a request: it has its connection (new or
+                # pooled). Start the deadline there, once, and hand tracing back so
+                # later events cost nothing (httpcore reads the hook anew every step).
+                nonlocal place
+                if extensions.get("trace") is trace:
+                    core.traces = True
+                    _restore(extensions, "trace", user_trace)
+                    if place is None or sweeper.disarm(*place):
+                        place = sweeper.arm(loop, task, timeout)
+                if user_trace is not None:
+                    await user_trace(event, info)
+
+            extensions["trace"] = trace
+            try:
+                response = await self._transport.handle_async_request(request)
+            except asyncio.CancelledError:
+                # Ours only if the sweeper fired and nobody else asked to cancel the task.
+                fired = place is not None and not sweeper.disarm(*place)
+                if fired and task.uncancel() <= cancelling:
+                    raise CircuitTimeoutError(name, timeout) from None
+                raise
+            except BaseException:
+                if place is not None:
+                    sweeper.disarm(*place)
+                raise
+            finally:
+                if extensions.get("trace") is trace:
+                    _restore(extensions, "trace", user_trace)
+            if place is not None and not sweeper.disarm(*place):
+                task.uncancel()  # the wrapped transport swallowed our cancellation
+            return response
+
+        scope = cancel_scope(first)
+
+        async def scope_trace(event: str, info: dict[str, Any]) -> None:
+            # The same, on a cancel scope (trio; asyncio before 3.11).
+            if extensions.get("trace") is scope_trace:
+                core.traces = True
+                _restore(extensions, "trace", user_trace)
+                scope.deadline = scope_now(scope) + timeout
             if user_trace is not None:
                 await user_trace(event, info)
 
-        extensions["trace"] = trace
+        extensions["trace"] = scope_trace
         try:
-            return await deadline.run(self._transport.handle_async_request(request))
+            with scope:
+                return await self._transport.handle_async_request(request)
         finally:
-            if extensions.get("trace") is trace:
+            if extensions.get("trace") is scope_trace:
                 _restore(extensions, "trace", user_trace)
+        raise CircuitTimeoutError(name, timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} around {self._transport!r}>"

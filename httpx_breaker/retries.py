@@ -1,12 +1,15 @@
 """Retry libraries and SDKs on top of a breaker: wait for it instead of hammering it.
 
-A request the breaker refused (`CircuitOpenError`) failed before any I/O. Retried at
-once, it is refused again; retried after the usual backoff (a second or so), it is
-refused again too, because the breaker said how long to wait (`retry_after`) and
-nobody listened. The helpers here make a retry library listen:
+A request the breaker refused (`RequestRejected`: `CircuitOpenError` or
+`BulkheadFullError`, from the httpx transports or their httpx2 twins) failed before any
+I/O. A request an open breaker refused, retried at once, is refused again; retried after
+the usual backoff (a second or so), it is refused again too, because the breaker said
+how long to wait (`retry_after`) and nobody listened. The helpers here make a retry
+library listen:
 
 - `find_rejection` digs the refusal out of whatever an SDK raised instead (the openai
-  SDK raises ``APIConnectionError`` with the refusal only as its ``__cause__``).
+  SDK, 2.x and 3.x alike, raises ``APIConnectionError`` with the refusal only as its
+  ``__cause__``).
 - `backoff_hook` is an ``on=`` for stamina (any library whose retry predicate may
   return a delay).
 - `wait_retry_after` and `retry_if_exception_or_rejection` are a ``wait=`` and a
@@ -18,16 +21,20 @@ the tenacity helpers are duck-typed (tenacity is imported only to combine them w
 
 Every helper treats a refusal the same way:
 
-- OPEN, and `retry_after` is known and at most ``max_wait``: wait exactly
-  `retry_after`, then retry. That attempt is the one the breaker lets through as a
-  half-open probe (or, if other callers took every probe slot first, it is refused as
-  HALF_OPEN, below).
-- OPEN, and `retry_after` is longer than ``max_wait``, or unknown (a breaker held by
-  `force_open()`): give up now. The refusal (or the SDK error wrapping it) reaches the
-  caller at once, who can fall back; waiting longer than the caller can afford, only
-  to be refused again or to answer too late, helps nobody.
-- HALF_OPEN with every probe slot taken: the probes in flight decide within one
-  request, so retry after the library's own backoff.
+- An open breaker (`CircuitOpenError`, state OPEN) whose `retry_after` is known and at
+  most ``max_wait``: wait exactly `retry_after`, then retry. That attempt is the one
+  the breaker lets through as a half-open probe (or, if other callers took every probe
+  slot first, it is refused as HALF_OPEN, below).
+- An open breaker whose `retry_after` is longer than ``max_wait``, or unknown (a
+  breaker held by `force_open()`): give up now. The refusal (or the SDK error wrapping
+  it) reaches the caller at once, who can fall back; waiting longer than the caller
+  can afford, only to be refused again or to answer too late, helps nobody.
+- A half-open breaker with every probe slot taken (`CircuitOpenError`, state
+  HALF_OPEN): the probes in flight decide within one request, so retry after the
+  library's own backoff.
+- A full bulkhead (`BulkheadFullError`: `max_concurrent` requests already in flight):
+  it has no `retry_after` and says nothing about the host; a slot frees up when one of
+  those requests ends, so retry after the library's own backoff too.
 
 Everything that is not a refusal is left to the library: ``on`` decides, the
 fallback wait waits.
@@ -40,7 +47,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
-from ._errors import CircuitOpenError
+from ._errors import CircuitOpenError, RequestRejected
 from ._state import CircuitState
 
 if TYPE_CHECKING:
@@ -55,12 +62,6 @@ __all__ = [
     "wait_retry_after",
 ]
 
-# TODO(bulkhead): when `RequestRejected` (the base of CircuitOpenError and
-# BulkheadFullError, "refused before any I/O") lands in _errors.py, `find_rejection`
-# should return it (look for `RequestRejected`, return type `RequestRejected | None`),
-# and `_decide` should treat a `BulkheadFullError` (no open period; slots free up
-# within a request) like a full half-open breaker: True, the library's own backoff.
-
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
 """An exception class or a tuple of them, as ``except`` takes."""
 
@@ -70,22 +71,27 @@ Decision = bool | float | dt.timedelta
 """What a stamina backoff hook returns: retry or not, or retry after this long."""
 
 
-def find_rejection(exc: BaseException | None) -> CircuitOpenError | None:
-    """The `CircuitOpenError` behind `exc`, or None if no breaker refused the request.
+def find_rejection(exc: BaseException | None) -> RequestRejected | None:
+    """The refusal behind `exc`, or None if no breaker refused the request.
+
+    A refusal is a `RequestRejected`: a `CircuitOpenError` (it has `state` and
+    `retry_after`) or a `BulkheadFullError` (it has `limit`), raised by the httpx
+    transports or by their httpx2 twins (``httpx_breaker.httpx2``), which subclass
+    ours. Check which with ``isinstance`` before reading `retry_after`.
 
     Looks at `exc` itself, then along the chain Python prints under a traceback: the
     ``__cause__`` (``raise ... from err``, as the openai SDK does) or else the
     ``__context__`` (an exception raised while handling another), unless the raiser
     suppressed it with ``raise ... from None``. Exception groups are not searched: a
     group may hold other errors beside a refusal; split it yourself
-    (``group.split(CircuitOpenError)``).
+    (``group.split(RequestRejected)``).
 
     Args:
         exc: any exception (or None, which gives None).
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, CircuitOpenError):
+        if isinstance(exc, RequestRejected):
             return exc
         seen.add(id(exc))
         if exc.__cause__ is not None:
@@ -97,10 +103,11 @@ def find_rejection(exc: BaseException | None) -> CircuitOpenError | None:
     return None
 
 
-def _decide(rejection: CircuitOpenError, max_wait: float) -> float | bool:
+def _decide(rejection: RequestRejected, max_wait: float) -> float | bool:
     """For a refusal: seconds to wait, True (the library's own backoff) or False (give up)."""
-    if rejection.state is not CircuitState.OPEN:
-        # Half-open with every probe slot taken: the probes answer within one request.
+    if not isinstance(rejection, CircuitOpenError) or rejection.state is not CircuitState.OPEN:
+        # A full bulkhead (a slot frees up when a request in flight ends), or half-open
+        # with every probe slot taken (the probes answer within one request).
         return True
     retry_after = rejection.retry_after
     if retry_after is None or retry_after > max_wait:
@@ -181,11 +188,12 @@ def backoff_hook(
 
     stamina calls a callable ``on`` with each exception: a bool says whether to retry
     with its exponential backoff, a float (seconds) or a `timedelta` says to retry
-    after exactly that long. The hook returns, for a refused request (found with
-    `find_rejection`, so also inside an SDK's own error), `retry_after` if it is at
-    most `max_wait`, False (give up now) if it is longer or unknown, and True (stamina's
-    backoff) while a half-open breaker's probes are in flight; for any other exception,
-    what `on` says. A refusal is retried this way whatever `on` names.
+    after exactly that long. The hook returns, for a request an open breaker refused
+    (found with `find_rejection`, so also inside an SDK's own error), `retry_after` if
+    it is at most `max_wait`, and False (give up now) if it is longer or unknown; True
+    (stamina's backoff) while a half-open breaker's probes are in flight, and for a
+    full bulkhead (`BulkheadFullError`, which has no `retry_after`); for any other
+    exception, what `on` says. A refusal is retried this way whatever `on` names.
 
     `max_wait` bounds one wait, not the whole retry loop: stamina's ``timeout=`` is
     checked after each attempt, so keep `max_wait` within the time your caller has.
@@ -269,7 +277,8 @@ def retry_if_exception_or_rejection(
 
     A refused request (found with `find_rejection`) is retried when its breaker lets a
     request through within `max_wait` seconds, or is half-open with its probes in
-    flight; it is not retried when `retry_after` is longer or unknown (forced open).
+    flight, or when a full bulkhead refused it (`BulkheadFullError`); it is not retried
+    when `retry_after` is longer or unknown (forced open).
     Any other exception is retried if `on` says so; a result is never retried (combine
     with ``|`` and tenacity's ``retry_if_result`` for that). Pair it with
     `wait_retry_after`, which waits `retry_after`.
@@ -331,8 +340,8 @@ def wait_retry_after(*, fallback: Callable[[RetryCallState], float]) -> _WaitRet
 
     After a refused request (found with `find_rejection`) whose breaker is OPEN with a
     known `retry_after`, the wait is exactly that; after anything else (a failure of
-    the host, a result, a half-open breaker's full probe slots, a forced-open breaker),
-    it is what `fallback` says.
+    the host, a result, a half-open breaker's full probe slots, a forced-open breaker,
+    a full bulkhead), it is what `fallback` says.
 
     It never caps the wait: to give up instead of waiting too long, use
     `retry_if_exception_or_rejection` (``max_wait``) or tenacity's

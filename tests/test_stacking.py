@@ -11,6 +11,7 @@ the fake clock.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import sqlite3
 import subprocess
 import sys
@@ -24,10 +25,12 @@ import respx
 from httpx_breaker import (
     AsyncCircuitBreakerTransport,
     BreakerRegistry,
+    BulkheadFullError,
     CircuitBreakerConfig,
     CircuitBreakerTransport,
     CircuitOpenError,
     CircuitState,
+    RequestRejected,
 )
 from httpx_breaker.retries import (
     backoff_hook,
@@ -38,6 +41,7 @@ from httpx_breaker.retries import (
 from httpx_breaker.testing import FakeClock, Upstream, set_state
 
 from .fake_api import need
+from .libraries import Library
 
 stamina = need("stamina")
 tenacity = need("tenacity")
@@ -60,6 +64,10 @@ def registry(clock: FakeClock, **config: Any) -> BreakerRegistry:
 
 def refusal(state: CircuitState = CircuitState.OPEN, retry_after: float | None = 28.0) -> CircuitOpenError:
     return CircuitOpenError(KEY, state, retry_after)
+
+
+def bulkhead_full() -> BulkheadFullError:
+    return BulkheadFullError(KEY, 1)
 
 
 @pytest.fixture
@@ -145,6 +153,40 @@ def test_find_rejection_finds_nothing_in_other_errors() -> None:
     assert find_rejection(a) is None
 
 
+async def refusals_of(lib: Library, clock: FakeClock) -> tuple[BaseException, BaseException]:
+    """`lib`'s refusals: what its breaker transport raises for an open breaker, and its
+    `BulkheadFullError` (the httpx2 twin for httpx2).
+
+    The transports do not enforce ``max_concurrent`` yet (issue 13's second phase), so
+    the bulkhead's refusal is built here as the transport will raise it.
+    """
+    transport = lib.AsyncCircuitBreakerTransport(
+        lib.MockTransport(lambda request: lib.Response(200)), registry=registry(clock)
+    )
+    set_state(transport, KEY, CircuitState.OPEN)
+    async with lib.AsyncClient(transport=transport) as client:
+        with pytest.raises(RequestRejected) as circuit:
+            await client.get(URL)
+    errors = importlib.import_module("httpx_breaker" if lib.name == "httpx" else "httpx_breaker.httpx2")
+    bulkhead = errors.BulkheadFullError(KEY, 1, request=lib.Request("GET", URL))
+    return circuit.value, bulkhead
+
+
+async def test_find_rejection_finds_every_refusal_of_either_library(
+    lib: Library, clock: FakeClock
+) -> None:
+    """An open breaker's and a full bulkhead's, from httpx's transport or httpx2's."""
+    circuit, bulkhead = await refusals_of(lib, clock)
+    assert isinstance(circuit, lib.CircuitOpenError)
+    assert isinstance(bulkhead, BulkheadFullError)
+    for error in (circuit, bulkhead):
+        assert isinstance(error, lib.TransportError)  # the library's own tree
+        assert find_rejection(error) is error
+        assert find_rejection(wrapped(error, "cause")) is error
+        assert find_rejection(wrapped(wrapped(error, "context"), "cause")) is error
+        assert find_rejection(wrapped(error, "none")) is None
+
+
 # backoff_hook: the decisions ----------------------------------------------------------
 
 
@@ -171,6 +213,25 @@ def test_backoff_hook_keeps_staminas_backoff_while_probes_are_in_flight() -> Non
     hook = backoff_hook(on=httpx.TransportError, max_wait=30.0)
     assert hook(refusal(CircuitState.HALF_OPEN, retry_after=None)) is True
     assert hook(refusal(CircuitState.HALF_OPEN, retry_after=0.0)) is True
+
+
+def test_backoff_hook_keeps_staminas_backoff_for_a_full_bulkhead() -> None:
+    """BulkheadFullError has no retry_after: True (stamina's backoff), even with max_wait=0."""
+    assert backoff_hook(on=ValueError, max_wait=30.0)(bulkhead_full()) is True
+    assert backoff_hook(on=ValueError, max_wait=0)(bulkhead_full()) is True
+    hook = backoff_hook(on=ValueError, max_wait=30.0)
+    assert hook(wrapped(bulkhead_full(), "cause")) is True  # type: ignore[arg-type]
+
+
+async def test_backoff_hook_decides_the_same_for_either_librarys_refusals(
+    lib: Library, clock: FakeClock
+) -> None:
+    """The httpx2 twins are ours too: retry_after for the open breaker, backoff for the bulkhead."""
+    circuit, bulkhead = await refusals_of(lib, clock)
+    hook = backoff_hook(on=ValueError, max_wait=30.0)
+    assert hook(circuit) == 28.0  # type: ignore[arg-type]
+    assert hook(bulkhead) is True  # type: ignore[arg-type]
+    assert hook(wrapped(circuit, "cause")) == 28.0  # type: ignore[arg-type]
 
 
 def test_backoff_hook_leaves_other_errors_to_on() -> None:
@@ -488,6 +549,14 @@ def test_tenacity_helpers_decide_like_the_stamina_hook() -> None:
     half_open = refusal(CircuitState.HALF_OPEN, retry_after=None)
     assert retry(retry_state(half_open)) is True
     assert wait(retry_state(half_open)) == 2
+
+    # A full bulkhead: retried after the fallback, whatever max_wait says.
+    assert retry(retry_state(bulkhead_full())) is True
+    assert wait(retry_state(bulkhead_full())) == 2
+    assert wait(retry_state(wrapped(bulkhead_full(), "cause"))) == 2
+    never_wait = retry_if_exception_or_rejection(on=httpx.ConnectError, max_wait=0)
+    assert never_wait(retry_state(bulkhead_full())) is True
+    assert never_wait(retry_state(refusal(retry_after=0.5))) is False
 
     assert retry(retry_state(httpx.ConnectError("refused"))) is True
     assert retry(retry_state(httpx.ReadTimeout("slow"))) is False
