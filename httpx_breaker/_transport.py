@@ -225,14 +225,15 @@ class _Core:
             # The status decides now and the body is free of the outcome; not of the
             # slot, which it holds until it is closed.
             if bulkhead is not None:
-                stream = tracked(response.stream, None, breaker, token, request, None, 0.0, 0.0)
-                stream._bulkhead = bulkhead
-                response.stream = stream  # type: ignore[assignment]  # as below
+                response.stream = tracked(  # type: ignore[assignment]  # as below
+                    response.stream, None, breaker, token, request, None, 0.0, 0.0, bulkhead
+                )
             _finish(self, breaker, token, request, response, overrun, start, end)
         else:
-            stream = tracked(response.stream, self, breaker, token, request, response, start, end)
+            stream = tracked(
+                response.stream, self, breaker, token, request, response, start, end, bulkhead
+            )
             stream._error = overrun
-            stream._bulkhead = bulkhead
             response.stream = stream  # type: ignore[assignment]  # one of the two stream classes
         response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
         return response
@@ -301,6 +302,7 @@ class _Tracked:
         response: httpx.Response | None,
         start: float,
         end: float,
+        bulkhead: Bulkhead | None,
     ) -> None:
         self._stream = stream  # the wrapped transport's byte stream
         # None once the outcome is settled (from the start with outcome_at="headers").
@@ -313,7 +315,7 @@ class _Tracked:
         self._start = start
         self._end = end
         self._error: BaseException | None = None
-        self._bulkhead: Bulkhead | None = None  # the slot held until close, if any
+        self._bulkhead = bulkhead  # the slot held until close, if any
 
     def _settle(self) -> None:
         core = self._core
