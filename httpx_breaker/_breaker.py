@@ -163,6 +163,16 @@ class CircuitBreaker:
     `record(permit, outcome, start, end)`, `record_success(permit, start, end)` or
     `release(permit)` settles it. `transition_to` and `set_clock` are the seams for
     test helpers and for state shared between processes.
+
+    ```python
+    primary_db = CircuitBreaker("primary_db", CircuitBreakerConfig(failure_threshold=5))
+    rows = await primary_db.call_async(fetch_rows, "SELECT 1")   # or .call() for sync code
+    primary_db.get_metrics().failure_rate
+    ```
+
+    Raises:
+        TypeError: `name` is not a `str`, `config` not a `CircuitBreakerConfig`, or
+            `classifier` or `clock` not callable.
     """
 
     __slots__ = (
@@ -311,12 +321,15 @@ class CircuitBreaker:
         return self.state
 
     def is_open(self) -> bool:
+        """Whether the breaker is OPEN (refusing calls) now; see `state`."""
         return self.state is _OPEN
 
     def is_closed(self) -> bool:
+        """Whether the breaker is CLOSED (letting calls through) now; see `state`."""
         return self.state is _CLOSED
 
     def is_half_open(self) -> bool:
+        """Whether the breaker is HALF_OPEN (letting probes through) now; see `state`."""
         return self.state is _HALF_OPEN
 
     @property

@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 Classifier = Callable[[httpx.Request, "httpx.Response | None", "BaseException | None"], "bool | None"]
+"""`(request, response | None, exception | None) -> bool | None`: True for a failure,
+False for a success, None for an outcome that does not count."""
 
 DEFAULT_FAILURE_STATUSES: frozenset[int] = frozenset({429, 500, 502, 503, 504})
 """Statuses the default classifier calls failures: overload and server-side faults."""
@@ -45,6 +47,10 @@ NOT_THE_HOSTS_FAULT: tuple[type[BaseException], ...] = (
     *CALLER_ERRORS,
     httpx.PoolTimeout,
 )
+"""Exceptions the default rules ignore, because they say nothing about the host: a
+nested breaker's or bulkhead's refusal (`RequestRejected`), the caller's own mistakes
+(`httpx.UnsupportedProtocol`, `httpx.LocalProtocolError`) and `httpx.PoolTimeout` (a
+wait for the client's own pool). `make_classifier`'s `ignored_exceptions` default."""
 
 
 def from_cache(response: httpx.Response) -> bool:

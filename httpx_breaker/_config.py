@@ -85,7 +85,18 @@ class CircuitBreakerConfig:
     `ConfigTypeError`, which is both a `TypeError` and a `ValueError`.
 
     Durations accept float seconds or `datetime.timedelta` and are stored as float
-    seconds.
+    seconds. Each field is described below, with its default in the signature; the
+    user guide's policies page says when to change each one.
+
+    ```python
+    default = CircuitBreakerConfig(failure_threshold=5, reset_timeout=30.0, jitter=0.1)
+    payments = default.replace(failure_threshold=2)       # the rest as in `default`
+    slow_host = CircuitBreakerConfig(timeout=2.0, max_concurrent=10, max_wait=0.5)
+    ```
+
+    Raises:
+        ValueError: a value out of its range, naming the field, the range and the value.
+        ConfigTypeError: a value of the wrong type (a `TypeError` and a `ValueError`).
     """
 
     failure_threshold: int

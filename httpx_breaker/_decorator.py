@@ -101,12 +101,14 @@ def circuit_breaker(
 
     Works on `async def` and plain functions. The wrapper keeps the function's
     signature (also for a type checker: it is a `BreakerWrapped[P, R]`) and gains
-    `.circuit_breaker()`, which returns the breaker::
+    `.circuit_breaker()`, which returns the breaker:
 
-        @circuit_breaker(name="external_api", config=CircuitBreakerConfig(failure_threshold=3))
-        async def call_external_api(url: str) -> dict: ...
+    ```python
+    @circuit_breaker(name="external_api", config=CircuitBreakerConfig(failure_threshold=3))
+    async def call_external_api(url: str) -> dict: ...
 
-        call_external_api.circuit_breaker().get_metrics()
+    call_external_api.circuit_breaker().get_metrics()
+    ```
 
     What counts is the outcome the caller waits for:
 

@@ -38,11 +38,13 @@ def breaker_info(response: _HasExtensions) -> BreakerInfo | None:
     """The breaker information of `response`, or None when no breaker handled it.
 
     None for a response that did not come through a circuit breaker transport, or
-    whose request bypassed the breaker (``{"bypass": True}``)::
+    whose request bypassed the breaker (``{"bypass": True}``):
 
-        info = breaker_info(response)
-        if info is not None and info["state"] is CircuitState.HALF_OPEN:
-            ...  # this response was a probe
+    ```python
+    info = breaker_info(response)
+    if info is not None and info["state"] is CircuitState.HALF_OPEN:
+        ...  # this response was a probe
+    ```
 
     Args:
         response: an `httpx.Response` (or any response with an `extensions` mapping).

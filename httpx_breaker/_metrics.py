@@ -21,7 +21,9 @@ class BreakerMetrics:
     total_requests: int
     """Calls let through: successful + failed + ignored."""
     successful_requests: int
+    """Calls the classifier (or the default rules) judged successes."""
     failed_requests: int
+    """Calls judged failures, timeouts included."""
     rejected_requests: int
     """Calls refused by the breaker (in dry-run: that would have been); not in the total."""
     ignored_requests: int
@@ -38,10 +40,15 @@ class BreakerMetrics:
     slow_requests: int = 0
     """Successful or failed calls at least `slow_call_duration` long."""
     state: CircuitState = CircuitState.CLOSED
+    """The breaker's state when the snapshot was taken."""
     consecutive_failures: int = 0
+    """Failures since the last success, as `failure_threshold` counts them."""
     window_requests: int = 0
+    """Outcomes (successes and failures) in the sliding window now."""
     window_failures: int = 0
+    """Failures among them."""
     window_slow_requests: int = 0
+    """Slow calls among them (see `slow_call_duration`)."""
     total_response_time: float = 0.0
     """Summed duration in seconds of the successful and failed calls."""
     state_change_counts: tuple[tuple[CircuitState, CircuitState, int], ...] = ()

@@ -116,6 +116,25 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             "Eviction" below).
         clock: the clock every breaker here reads (`time.monotonic` by default).
 
+    Raises:
+        ValueError: a malformed pattern, the same pattern twice (case and a trailing
+            dot aside), or `max_size` < 1.
+        TypeError: an argument of the wrong type.
+
+    One registry can serve several transports (sync, async, httpx2), which then share
+    their breakers:
+
+    ```python
+    registry = BreakerRegistry(
+        default=CircuitBreakerConfig(failure_threshold=5),
+        policies={"*.internal": CircuitBreakerConfig(failure_threshold=2)},
+        max_size=1_000,
+    )
+    async_client = httpx.AsyncClient(transport=AsyncCircuitBreakerTransport(registry=registry))
+    sync_client = httpx.Client(transport=CircuitBreakerTransport(registry=registry))
+    registry.config_for("payments.internal").failure_threshold   # 2
+    ```
+
     Eviction. Making a new breaker in a full registry drops one, chosen among at most
     `EVICTION_SCAN` (64) breakers that are not forced, taken from the front of a queue:
 
@@ -193,6 +212,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     @property
     def default(self) -> CircuitBreakerConfig:
+        """The policy for keys no pattern matches."""
         return self._default
 
     @property
@@ -202,10 +222,12 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     @property
     def max_size(self) -> int:
+        """The most breakers kept (see "Eviction" above)."""
         return self._max_size
 
     @property
     def clock(self) -> Callable[[], float] | None:
+        """The clock given to breakers made from now on; None for `time.monotonic`."""
         return self._clock
 
     def set_clock(self, clock: Callable[[], float] | None) -> Callable[[], float] | None:

@@ -21,8 +21,11 @@ class CircuitState(str, enum.Enum):
     """
 
     CLOSED = "closed"
+    """Calls pass; outcomes are counted."""
     OPEN = "open"
+    """Calls are refused before any I/O until the open period ends."""
     HALF_OPEN = "half_open"
+    """Up to `half_open_max_requests` probes pass; the rest are refused."""
 
     def __str__(self) -> str:
         return self.value
@@ -45,11 +48,21 @@ class BreakerEvent:
     """
 
     kind: str
+    """``"state_change"``, ``"rejected"``, ``"success"``, ``"failure"`` or ``"ignored"``."""
     name: str
+    """The breaker's name (for a transport's breaker, its host key)."""
     state: CircuitState
+    """The breaker's state when it happened (for a state change, the state entered)."""
     time: float
+    """The breaker's clock when it happened (monotonic seconds by default)."""
     old_state: CircuitState | None = None
+    """For a state change: the state left."""
     new_state: CircuitState | None = None
+    """For a state change: the state entered."""
     cause: str | None = None
+    """For a state change: why (see above)."""
     duration: float | None = None
+    """For a success, failure or ignored call: how long it took, in seconds."""
     retry_after: float | None = None
+    """For a rejection or a state change: seconds until a probe may pass (for a change
+    to OPEN, the open period); None where nobody can tell or it does not apply."""

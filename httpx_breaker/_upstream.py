@@ -134,6 +134,20 @@ class Upstream:
         failure_rate: the share of 503s in ``"flaky"`` mode.
         delay: seconds a ``"slow"`` answer waits.
         seed: seed of the random failures, for repeatable runs.
+
+    Attributes:
+        mode: as the argument; a test may change it at any time.
+        failure_rate: as the argument; may be changed at any time.
+        delay: as the argument; may be changed at any time.
+        random: the `random.Random` the ``"flaky"`` answers are drawn from.
+
+    ```python
+    with Upstream(mode="failing") as upstream:
+        httpx.get(f"{upstream.url}/anything")      # 503
+        upstream.mode = "healthy"
+        httpx.get(f"{upstream.url}/anything")      # 200
+        assert upstream.request_count == 2
+    ```
     """
 
     def __init__(
@@ -160,6 +174,8 @@ class Upstream:
         self._max_holding = 0
 
     def mode_action(self) -> tuple[str, str | None]:
+        """What a path that names no answer does now, as ``(action, argument)``: the
+        server's reading of `mode` (``"failing"`` is ``("status", "503")``)."""
         mode = self.mode
         if mode == "failing":
             return "status", "503"
@@ -225,6 +241,7 @@ class Upstream:
 
     @property
     def port(self) -> int:
+        """The port the server listens on, on 127.0.0.1 (once started)."""
         assert self._server is not None, "the upstream is not running"
         return int(self._server.server_address[1])
 
@@ -234,6 +251,8 @@ class Upstream:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Self:
+        """Start serving on a free port of 127.0.0.1, on a thread of its own; return
+        the upstream (``with Upstream() as upstream:`` calls it for you)."""
         server = _Server(("127.0.0.1", 0), _Handler)
         server.upstream = self
         self._server = server
@@ -244,6 +263,7 @@ class Upstream:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close the socket (leaving the ``with`` block does this)."""
         self.release()  # nothing stays held in a server that stops
         server, self._server = self._server, None
         if server is not None:

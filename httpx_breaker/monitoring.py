@@ -104,9 +104,14 @@ class Alert:
     """One alert: `critical` for an open breaker, `warning` for a high failure rate."""
 
     severity: Literal["critical", "warning"]
+    """``"critical"`` (the breaker is open) or ``"warning"`` (its failure rate is high)."""
     breaker: str
+    """The breaker's name."""
     message: str
+    """A sentence for a human, such as ``circuit breaker 'payments.internal' is OPEN``."""
     details: dict[str, Any]
+    """The figures behind it: ``failure_rate``, and ``total_requests`` (critical) or
+    ``threshold`` (warning)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The alert as plain JSON-serialisable values."""

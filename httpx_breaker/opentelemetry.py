@@ -5,12 +5,14 @@ API; bring your own SDK and exporter).
 
 The instruments are observable: the SDK calls them back when it collects, and they
 read the counters every breaker keeps anyway, so nothing is added to the request
-path. Register once::
+path. Register once:
 
-    from httpx_breaker.opentelemetry import register_metrics
+```python
+from httpx_breaker.opentelemetry import register_metrics
 
-    register_metrics()                                  # every live breaker, global provider
-    register_metrics(transport.registry, meter_provider=provider)
+register_metrics()                                  # every live breaker, global provider
+register_metrics(transport.registry, meter_provider=provider)
+```
 
 Instruments, on the meter ``httpx_breaker`` (every one has the attribute
 ``circuit_breaker.name``):
@@ -109,6 +111,10 @@ class RegisteredMetrics:
 
     OpenTelemetry cannot remove an instrument from a meter; after `close()` its
     callbacks report nothing.
+
+    Attributes:
+        meter: the meter the instruments were created on (`METER_NAME`).
+        instruments: the observable instruments, in the order the module lists them.
     """
 
     def __init__(self, meter: Meter, breakers: BreakerSource) -> None:

@@ -3,13 +3,15 @@
 Needs the extra: ``pip install 'httpx-breaker[prometheus]'``.
 
 The collector is read when Prometheus scrapes, from the counters every breaker keeps
-anyway: nothing is added to the request path. Register it once::
+anyway: nothing is added to the request path. Register it once:
 
-    from prometheus_client import REGISTRY
-    from httpx_breaker.prometheus import CircuitBreakerCollector
+```python
+from prometheus_client import REGISTRY
+from httpx_breaker.prometheus import CircuitBreakerCollector
 
-    REGISTRY.register(CircuitBreakerCollector())          # every live breaker
-    REGISTRY.register(CircuitBreakerCollector(transport.registry))  # or one registry
+REGISTRY.register(CircuitBreakerCollector())          # every live breaker
+REGISTRY.register(CircuitBreakerCollector(transport.registry))  # or one registry
+```
 
 Series (labels are the breaker's name, for a transport its host key, and fixed words):
 
@@ -43,12 +45,14 @@ For breakers with a bulkhead (`max_concurrent` set), and only for those:
   ``circuit_breaker_bulkhead_in_flight_requests / circuit_breaker_bulkhead_limit``.
 
 Availability over any range comes from the state-seconds counter, for example the
-last hour, per breaker::
+last hour, per breaker:
 
-    1 - (
-      increase(circuit_breaker_state_seconds_total{state="open"}[1h])
-      / ignoring(state) sum without (state) (increase(circuit_breaker_state_seconds_total[1h]))
-    )
+```text
+1 - (
+  increase(circuit_breaker_state_seconds_total{state="open"}[1h])
+  / ignoring(state) sum without (state) (increase(circuit_breaker_state_seconds_total[1h]))
+)
+```
 
 and throughput over any range from the request counter:
 ``rate(circuit_breaker_requests_total{type="total"}[5m])``. The two gauges are the

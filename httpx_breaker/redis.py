@@ -1,13 +1,15 @@
 """Shared breaker state across a fleet of replicas, through Redis or Valkey: `RedisStore`.
 
 Needs the extra: ``pip install 'httpx-breaker[redis]'`` (redis-py; it speaks to Valkey
-too)::
+too):
 
-    from httpx_breaker.redis import RedisStore
+```python
+from httpx_breaker.redis import RedisStore
 
-    store = RedisStore.from_url("redis://127.0.0.1:6379/0", namespace="checkout")
-    ...
-    store.close()
+store = RedisStore.from_url("redis://127.0.0.1:6379/0", namespace="checkout")
+...
+store.close()
+```
 
 How it works, in one paragraph: decisions stay local, transitions travel. Each breaker
 decides every request from its own state; when it opens, half-opens or reopens, the
@@ -473,6 +475,7 @@ class RedisStore:
 
     @property
     def namespace(self) -> str:
+        """The fleet this store belongs to on its server (the `namespace` argument)."""
         return self._namespace
 
     @property

@@ -181,10 +181,11 @@ def backoff_hook(
 ) -> _BackoffHook:
     """An ``on=`` for stamina that waits out an open breaker instead of hammering it.
 
-    ::
 
-        @stamina.retry(on=backoff_hook(on=httpx.TransportError, max_wait=30.0), attempts=5)
-        async def get_rates() -> httpx.Response: ...
+    ```python
+    @stamina.retry(on=backoff_hook(on=httpx.TransportError, max_wait=30.0), attempts=5)
+    async def get_rates() -> httpx.Response: ...
+    ```
 
     stamina calls a callable ``on`` with each exception: a bool says whether to retry
     with its exponential backoff, a float (seconds) or a `timedelta` says to retry
@@ -267,13 +268,14 @@ def retry_if_exception_or_rejection(
 ) -> _RetryIfExceptionOrRejection:
     """A tenacity ``retry=``: retry what `on` names, and a refusal worth waiting for.
 
-    ::
 
-        @tenacity.retry(
-            retry=retry_if_exception_or_rejection(on=httpx.TransportError, max_wait=30.0),
-            wait=wait_retry_after(fallback=tenacity.wait_exponential_jitter()),
-            stop=tenacity.stop_after_attempt(5),
-        )
+    ```python
+    @tenacity.retry(
+        retry=retry_if_exception_or_rejection(on=httpx.TransportError, max_wait=30.0),
+        wait=wait_retry_after(fallback=tenacity.wait_exponential_jitter()),
+        stop=tenacity.stop_after_attempt(5),
+    )
+    ```
 
     A refused request (found with `find_rejection`) is retried when its breaker lets a
     request through within `max_wait` seconds, or is half-open with its probes in

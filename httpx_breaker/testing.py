@@ -2,18 +2,20 @@
 and a real HTTP server to put behind them.
 
 Tests of code that sits behind a breaker should never wait for an open period to
-end. Hand the breakers a `FakeClock`, or swap one in for the duration of a test::
+end. Hand the breakers a `FakeClock`, or swap one in for the duration of a test:
 
-    from httpx_breaker import AsyncCircuitBreakerTransport, CircuitState
-    from httpx_breaker.testing import breaker_testing, set_state
+```python
+from httpx_breaker import AsyncCircuitBreakerTransport, CircuitState
+from httpx_breaker.testing import breaker_testing, set_state
 
-    async def test_falls_back_while_payments_is_down():
-        transport = AsyncCircuitBreakerTransport(...)
-        with breaker_testing(transport) as clock:
-            set_state(transport, "payments.internal", CircuitState.OPEN)
-            ...                                   # the code under test sees CircuitOpenError
-            clock.advance(transport.registry["payments.internal"].retry_after)
-            ...                                   # the next request is a probe
+async def test_falls_back_while_payments_is_down():
+    transport = AsyncCircuitBreakerTransport(...)
+    with breaker_testing(transport) as clock:
+        set_state(transport, "payments.internal", CircuitState.OPEN)
+        ...                                   # the code under test sees CircuitOpenError
+        clock.advance(transport.registry["payments.internal"].retry_after)
+        ...                                   # the next request is a probe
+```
 
 Nothing here needs an event loop, so the helpers work the same under pytest-asyncio,
 anyio's pytest plugin, trio or plain synchronous tests.
@@ -25,16 +27,18 @@ paths pick the answer: ``/ok``, ``/status/<code>``, ``/delay/<seconds>``, ``/res
 `failure_rate`), ``/retry-after/<value>``; every other path follows `mode`
 (``"healthy"``, ``"failing"``, ``"slow"``, ``"reset"``, ``"cut"`` or ``"flaky"``),
 which a test may change at any time. It records what reached it (`request_count`,
-`requests`), so a test can prove an open breaker sent nothing::
+`requests`), so a test can prove an open breaker sent nothing:
 
-    from httpx_breaker.testing import Upstream
+```python
+from httpx_breaker.testing import Upstream
 
-    def test_no_request_reaches_a_down_host():
-        with Upstream(mode="failing") as upstream:
-            ...                                   # trip the breaker on upstream.url
-            before = upstream.request_count
-            ...                                   # calls now raise CircuitOpenError
-            assert upstream.request_count == before
+def test_no_request_reaches_a_down_host():
+    with Upstream(mode="failing") as upstream:
+        ...                                   # trip the breaker on upstream.url
+        before = upstream.request_count
+        ...                                   # calls now raise CircuitOpenError
+        assert upstream.request_count == before
+```
 
 With pytest installed this module is also a pytest plugin: ``-p httpx_breaker.testing``
 (or ``pytest_plugins = ["httpx_breaker.testing"]`` in your top-level ``conftest.py``)

@@ -424,6 +424,18 @@ def _restore(extensions: dict[str, Any], name: str, value: object) -> None:
 class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
     """An `httpx2.AsyncBaseTransport` that puts a circuit breaker in front of each host.
 
+    Give it to a client as ``transport=``; every host then gets its own breaker, and
+    code that makes requests does not change:
+
+    ```python
+    transport = AsyncCircuitBreakerTransport(
+        default=CircuitBreakerConfig(failure_threshold=5, reset_timeout=30.0),
+        policies={"payments.internal": CircuitBreakerConfig(failure_threshold=2)},
+    )
+    async with httpx2.AsyncClient(transport=transport) as client:
+        response = await client.get("https://payments.internal/charge")
+    ```
+
     Args:
         transport: the transport to wrap; `httpx2.AsyncHTTPTransport()` by default.
             Closing this transport (or leaving its ``async with`` block) closes it.
@@ -435,13 +447,13 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         registry: a `BreakerRegistry` to use (and share); not together with `default`
             or `policies`.
 
-    Raises (from `handle_async_request`):
-        CircuitOpenError: the host's breaker is open; the wrapped transport was not called.
-        BulkheadFullError: the policy sets `max_concurrent`, that many requests to the
-            host were in flight, and no slot came free within `max_wait`; the wrapped
-            transport was not called.
-        CircuitTimeoutError: the policy sets `timeout` and the response headers did not
-            arrive within it (counted from the moment the request got a connection).
+    Raises:
+        ValueError: a malformed policy pattern, or `registry` together with `default`
+            or `policies`.
+        TypeError: `transport` is not an `httpx2.AsyncBaseTransport`.
+
+    What a request may raise besides the wrapped transport's own errors is listed
+    under `handle_async_request`.
     """
 
     def __init__(
@@ -514,6 +526,27 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         return _breaker_for_url(self._core, url)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request` through its host's breaker (httpx2 calls this for the client).
+
+        The breaker admits or refuses the request before any I/O. The outcome is
+        recorded when the response's body is closed (or when its headers arrive, with
+        `outcome_at="headers"`); the response's ``extensions["circuit_breaker"]`` says
+        which breaker handled it.
+
+        Raises:
+            CircuitOpenError: the host's breaker is open (or every half-open probe slot
+                is taken); the wrapped transport was not called.
+            BulkheadFullError: the policy's `max_concurrent` requests were in flight and
+                no slot came free within `max_wait`; nothing was sent.
+            CircuitTimeoutError: the policy sets `timeout` and the response headers did
+                not arrive within it (counted from the moment the request got a
+                connection).
+            ValueError: ``extensions["circuit_breaker"]`` holds an unknown option, or
+                a ``policy`` that is not a pattern of the policies.
+            TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
+                ``bypass`` not a `bool` or its ``key`` not a `str`; or the `key`
+                function returned something that is not a `str`.
+        """
         core = self._core
         admitted = core.admit(request)
         if admitted is None:
@@ -654,6 +687,7 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         await self._transport.__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
+        """Close the wrapped transport (the client does this when it is closed)."""
         self._core.closed = True
         await self._transport.aclose()
 
@@ -669,6 +703,27 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
     still arrive later than `timeout` (a server trickling them, or a wrapped transport
     that cannot be bounded) are recorded as a failure, and the response is returned
     all the same.
+
+    ```python
+    transport = CircuitBreakerTransport(default=CircuitBreakerConfig(failure_threshold=5))
+    with httpx2.Client(transport=transport) as client:
+        response = client.get("https://api.example.com/users/42")
+    ```
+
+    Args:
+        transport: the transport to wrap; `httpx2.HTTPTransport()` by default.
+        default: the policy for hosts no pattern of `policies` matches.
+        policies: pattern -> policy (exact key, host, or ``*.suffix``).
+        classifier: `(request, response, exception) -> bool | None`; see
+            `httpx_breaker.classifiers`.
+        key: `request -> str` naming the breaker of a request; host[:port] by default.
+        registry: a `BreakerRegistry` to use (and share, with async transports too); not
+            together with `default` or `policies`.
+
+    Raises:
+        ValueError: a malformed policy pattern, or `registry` together with `default`
+            or `policies`.
+        TypeError: `transport` is not an `httpx2.BaseTransport`.
     """
 
     def __init__(
@@ -731,6 +786,21 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         return _breaker_for_url(self._core, url)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Send `request` through its host's breaker (httpx2 calls this for the client).
+
+        Raises:
+            CircuitOpenError: the host's breaker is open (or every half-open probe slot
+                is taken); the wrapped transport was not called.
+            BulkheadFullError: the policy's `max_concurrent` requests were in flight and
+                no slot came free within `max_wait`; nothing was sent.
+            CircuitTimeoutError: the policy sets `timeout` and a step up to the response
+                headers ran out of it.
+            ValueError: ``extensions["circuit_breaker"]`` holds an unknown option, or
+                a ``policy`` that is not a pattern of the policies.
+            TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
+                ``bypass`` not a `bool` or its ``key`` not a `str`; or the `key`
+                function returned something that is not a `str`.
+        """
         core = self._core
         admitted = core.admit(request)
         if admitted is None:
@@ -806,6 +876,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         self._transport.__exit__(exc_type, exc_value, traceback)
 
     def close(self) -> None:
+        """Close the wrapped transport (the client does this when it is closed)."""
         self._core.closed = True
         self._transport.close()
 
