@@ -375,6 +375,10 @@ def test_describe_names_the_families_without_reading_breakers() -> None:
         "circuit_breaker_state_seconds",
         "circuit_breaker_availability_ratio",
         "circuit_breaker_throughput_requests_per_second",
+        "circuit_breaker_bulkhead_rejected_requests",
+        "circuit_breaker_bulkhead_in_flight_requests",
+        "circuit_breaker_bulkhead_waiting_requests",
+        "circuit_breaker_bulkhead_limit",
     ]
     assert all(not f.samples for f in families)
     registry = CollectorRegistry()
