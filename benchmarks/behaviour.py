@@ -91,7 +91,7 @@ async def probe_bulkhead() -> dict[str, Any] | None:
     response is open, and let through once it is closed? None while the field is missing.
     """
     try:
-        config = CircuitBreakerConfig(max_concurrent=1)  # type: ignore[call-arg]
+        config = CircuitBreakerConfig(max_concurrent=1)
     except TypeError:
         return None
     transport = AsyncCircuitBreakerTransport(InnerAsync(), default=config)

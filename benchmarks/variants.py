@@ -101,7 +101,7 @@ class Built:
 def bulkhead_config() -> tuple[CircuitBreakerConfig | None, str]:
     """`CircuitBreakerConfig(max_concurrent=BULKHEAD)`, or None and why not."""
     try:
-        return CircuitBreakerConfig(max_concurrent=BULKHEAD), ""  # type: ignore[call-arg]
+        return CircuitBreakerConfig(max_concurrent=BULKHEAD), ""
     except TypeError as exc:
         return None, (
             "skipped: CircuitBreakerConfig has no `max_concurrent` field yet "

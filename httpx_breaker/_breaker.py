@@ -14,10 +14,12 @@ earlier). No lock is held while user code, listeners or an `await` run.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
 import random
+import sys
 import threading
 import time
 import weakref
@@ -26,9 +28,10 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
+from ._bulkhead import Bulkhead, _in_trio_task
 from ._config import CircuitBreakerConfig
 from ._deadline import run_with_deadline
-from ._errors import CircuitOpenError
+from ._errors import BulkheadFullError, CircuitOpenError
 from ._metrics import BreakerMetrics
 from ._state import BreakerEvent, CircuitState
 from ._window import FAILED, SLOW, SlidingWindow
@@ -103,8 +106,10 @@ class PermitProtocol(Protocol):
     """What code that runs a call itself (the transports) needs from a breaker.
 
     `admit()` before the call, then exactly one of `record`, `record_success` or
-    `release` with the permit it returned. `CircuitBreaker` is the implementation;
-    see its methods for the details.
+    `release` with the permit it returned. With a `bulkhead` (`max_concurrent`), a
+    slot too: ``bulkhead.try_acquire()`` after `admit()`, else `wait_for_slot` (or its
+    async twin), which may replace the permit; ``bulkhead.release()`` when the call
+    ends. `CircuitBreaker` is the implementation; see its methods for the details.
     """
 
     @property
@@ -116,7 +121,14 @@ class PermitProtocol(Protocol):
     @property
     def clock(self) -> Callable[[], float]: ...
 
+    @property
+    def bulkhead(self) -> Bulkhead | None: ...
+
     def admit(self) -> int: ...
+
+    def wait_for_slot(self, token: int) -> tuple[int, Bulkhead | None]: ...
+
+    async def wait_for_slot_async(self, token: int) -> tuple[int, Bulkhead | None]: ...
 
     def record(
         self,
@@ -169,6 +181,7 @@ class CircuitBreaker:
     __slots__ = (
         "__weakref__",
         "_born",
+        "_bulkhead",
         "_classifier",
         "_clock",
         "_config",
@@ -224,6 +237,9 @@ class CircuitBreaker:
             raise TypeError(f"clock must be callable, got {clock!r}")
         self._name = name
         self._config = config
+        # The per-breaker concurrency limit (`max_concurrent`), or None. Fixed with the
+        # config: reset() and forcing leave it alone, since requests in flight are real.
+        self._bulkhead = Bulkhead.from_config(config)
         self._classifier = classifier
         self._clock: Callable[[], float] = clock or time.monotonic
         self._random: Callable[[], float] = random.random
@@ -282,6 +298,17 @@ class CircuitBreaker:
     def clock(self) -> Callable[[], float]:
         """The clock the breaker reads."""
         return self._clock
+
+    @property
+    def bulkhead(self) -> Bulkhead | None:
+        """The breaker's concurrency limit (`max_concurrent`), or None without one.
+
+        Code that runs calls itself (the transports) takes a slot after `admit()`
+        (``bulkhead.try_acquire()``, then `wait_for_slot` / `wait_for_slot_async` if
+        none is free at once) and gives it back with ``bulkhead.release()`` when the
+        call ends, exactly once.
+        """
+        return self._bulkhead
 
     @property
     def state(self) -> CircuitState:
@@ -351,6 +378,12 @@ class CircuitBreaker:
             closed_s, open_s, half_open_s, open_at_birth = self._seconds_in_states(now)
             lifetime = now - self._born
         recorded = ok + failed
+        bulkhead = self._bulkhead
+        if bulkhead is None:
+            bulkhead_rejected, in_flight, waiting, limit = 0, None, None, None
+        else:  # plain reads of its own gauges: no lock of ours needed
+            bulkhead_rejected, in_flight = bulkhead.rejected, bulkhead.in_use
+            waiting, limit = bulkhead.waiting, bulkhead.limit
         if lifetime > 0.0:
             availability = min(1.0, max(0.0, 1.0 - (open_s - open_at_birth) / lifetime))
         else:
@@ -376,6 +409,10 @@ class CircuitBreaker:
             throughput=throughput,
             availability=availability,
             state_seconds=((_CLOSED, closed_s), (_OPEN, open_s), (_HALF_OPEN, half_open_s)),
+            bulkhead_rejected_requests=bulkhead_rejected,
+            bulkhead_in_flight_requests=in_flight,
+            bulkhead_waiting_requests=waiting,
+            bulkhead_limit=limit,
         )
 
     def __repr__(self) -> str:
@@ -570,13 +607,21 @@ class CircuitBreaker:
     ) -> T:
         """Await `fn(*args, **kwargs)` through the breaker.
 
+        With `max_concurrent` set, the call holds a slot of the breaker's bulkhead
+        while `fn` runs, and waits up to `max_wait` for one (cancellable).
+
         Raises:
             CircuitOpenError: the breaker refused the call; `fn` was not called.
+            BulkheadFullError: `max_concurrent` calls were in flight and no slot came
+                free within `max_wait`; `fn` was not called.
             CircuitTimeoutError: the call outlived `config.timeout` and was cancelled.
         """
         token = self._epoch  # admit(), inlined: this is the hot path
         if self._state is not _CLOSED:
             token = self._admit_slow()
+        bulkhead = self._bulkhead
+        if bulkhead is not None and not bulkhead.try_acquire():
+            token, bulkhead = await self.wait_for_slot_async(token)
         clock = self._clock
         start = clock()
         timeout = self._config.timeout
@@ -586,8 +631,12 @@ class CircuitBreaker:
             else:
                 result = await run_with_deadline(fn(*args, **kwargs), timeout, self._name)
         except BaseException as exc:
+            if bulkhead is not None:
+                bulkhead.release()
             self.record(token, self._classify(None, exc), start, clock())
             raise
+        if bulkhead is not None:
+            bulkhead.release()
         if self._classifier is None:
             self.record_success(token, start, clock())
         else:
@@ -598,25 +647,36 @@ class CircuitBreaker:
         """Call `fn(*args, **kwargs)` through the breaker.
 
         A sync call cannot be abandoned: one that outlives `config.timeout` is recorded
-        as a failure and its result is still returned.
+        as a failure and its result is still returned. With `max_concurrent` set, the
+        call holds a slot of the breaker's bulkhead while `fn` runs; the calling thread
+        waits up to `max_wait` for one.
 
         Raises:
             CircuitOpenError: the breaker refused the call; `fn` was not called.
+            BulkheadFullError: `max_concurrent` calls were in flight and no slot came
+                free within `max_wait`; `fn` was not called.
         """
         token = self._epoch  # admit(), inlined: this is the hot path
         if self._state is not _CLOSED:
             token = self._admit_slow()
+        bulkhead = self._bulkhead
+        if bulkhead is not None and not bulkhead.try_acquire():
+            token, bulkhead = self.wait_for_slot(token)
         clock = self._clock
         start = clock()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            if bulkhead is not None:
+                bulkhead.release()
             end = clock()
             outcome = self._classify(None, exc)
             if outcome != IGNORED and self._overran(start, end):
                 outcome = FAILURE
             self.record(token, outcome, start, end)
             raise
+        if bulkhead is not None:
+            bulkhead.release()
         end = clock()
         timeout = self._config.timeout
         if timeout is not None and end - start > timeout:
@@ -634,13 +694,23 @@ class CircuitBreaker:
         permit is taken before `fn` runs (a refused call never runs it), and the outcome
         is that of the await, which the returned coroutine performs. A coroutine that is
         never awaited returns its permit when it is garbage-collected (ignored).
+
+        A bulkhead slot is held likewise, until the await ends. The thread waits for one
+        as in `call`, except in an event loop, which must not block (and where `fn`
+        likely returns a coroutine): there a full bulkhead refuses at once.
         """
         token = self.admit()
+        bulkhead = self._bulkhead
+        if bulkhead is not None and not bulkhead.try_acquire():
+            acquire = bulkhead.acquire_now if _in_event_loop() else bulkhead.acquire
+            token, bulkhead = self._slot_after(token, bulkhead, acquire)
         clock = self._clock
         start = clock()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            if bulkhead is not None:
+                bulkhead.release()
             end = clock()
             outcome = self._classify(None, exc)
             if outcome != IGNORED and self._overran(start, end):
@@ -648,7 +718,10 @@ class CircuitBreaker:
             self.record(token, outcome, start, end)
             raise
         if isinstance(result, Awaitable):
-            return self._await_deferred(_Permit(self, token), start, result)
+            # The permit, and the slot if any, go with the coroutine.
+            return self._await_deferred(_Permit(self, token, bulkhead), start, result)
+        if bulkhead is not None:
+            bulkhead.release()
         end = clock()
         if self._overran(start, end):
             self.record(token, FAILURE, start, end)
@@ -670,9 +743,11 @@ class CircuitBreaker:
                 result = await run_with_deadline(awaitable, timeout, self._name)
         except BaseException as exc:
             permit.settled = True
+            permit.release_slot()
             self.record(token, self._classify(None, exc), start, clock())
             raise
         permit.settled = True
+        permit.release_slot()
         if self._classifier is None:
             self.record_success(token, start, clock())
         else:
@@ -705,6 +780,107 @@ class CircuitBreaker:
             )
             return IGNORED
         return outcome_of(verdict, self._name)
+
+    # -- the bulkhead ---------------------------------------------------------------
+
+    def wait_for_slot(self, token: int) -> tuple[int, Bulkhead | None]:
+        """For a call admitted with permit `token` that found no free slot at once
+        (``bulkhead.try_acquire()`` was False): wait for one in this thread.
+
+        A half-open probe permit is handed back for the wait (the round may go on
+        without it), and once a slot is held the call is admitted again, since the
+        state may have moved meanwhile. Waits up to `max_wait`, in arrival order.
+
+        Returns:
+            The permit to settle (maybe a new one) and the bulkhead whose slot the call
+            now holds: release it when the call ends. None instead of the bulkhead when
+            a dry-run breaker lets the call through without a slot (counted as a
+            bulkhead rejection, never waited for).
+
+        Raises:
+            BulkheadFullError: no slot came free within `max_wait` (nothing is held;
+                the breaker does not move).
+            CircuitOpenError: the breaker refused the call after the wait (the slot is
+                given back).
+        """
+        bulkhead = self._bulkhead
+        if bulkhead is None:
+            return token, None
+        return self._slot_after(token, bulkhead, bulkhead.acquire)
+
+    async def wait_for_slot_async(self, token: int) -> tuple[int, Bulkhead | None]:
+        """`wait_for_slot` for a task (asyncio or trio): the wait is cancellable, and a
+        cancelled wait holds nothing."""
+        bulkhead = self._bulkhead
+        if bulkhead is None:
+            return token, None
+        if self._config.dry_run:
+            self._overflow(bulkhead)
+            return token, None
+        self._return_unused(token)
+        if not await bulkhead.acquire_async():
+            raise self._bulkhead_refused(bulkhead)
+        return self._admit_holding(bulkhead), bulkhead
+
+    def _slot_after(
+        self, token: int, bulkhead: Bulkhead, acquire: Callable[[], bool]
+    ) -> tuple[int, Bulkhead | None]:
+        """`wait_for_slot` with `acquire` as the way to get the slot."""
+        if self._config.dry_run:
+            self._overflow(bulkhead)
+            return token, None
+        self._return_unused(token)
+        if not acquire():
+            raise self._bulkhead_refused(bulkhead)
+        return self._admit_holding(bulkhead), bulkhead
+
+    def _admit_holding(self, bulkhead: Bulkhead) -> int:
+        """`admit()` for a call that holds a slot: a refusal gives the slot back."""
+        try:
+            return self.admit()
+        except BaseException:
+            bulkhead.release()
+            raise
+
+    def _return_unused(self, token: int) -> None:
+        """Hand back a permit whose call never ran: a probe slot of the current round
+        frees; nothing is counted (unlike `release`, which counts it as ignored)."""
+        if token == DRY_RUN or self._state is not _HALF_OPEN:
+            return  # a CLOSED permit holds nothing; a state change ended the round
+        with self._lock:
+            if self._deferred:
+                self._drain_deferred()
+            if token == self._epoch and self._state is _HALF_OPEN:
+                self._probes_in_flight -= 1
+
+    def _overflow(self, bulkhead: Bulkhead) -> None:
+        """A dry run over the limit: count it and report it, hold no slot, never wait."""
+        bulkhead.count_rejection()
+        self._report_bulkhead(bulkhead, "let through (dry run)")
+
+    def _bulkhead_refused(self, bulkhead: Bulkhead) -> BulkheadFullError:
+        """Report a refusal (the bulkhead counted it); the error to raise."""
+        self._report_bulkhead(bulkhead, "request refused")
+        return BulkheadFullError(self._name, bulkhead.limit)
+
+    def _report_bulkhead(self, bulkhead: Bulkhead, what: str) -> None:
+        if self._listeners:
+            state = self._state
+            event = BreakerEvent("bulkhead_rejected", self._name, state, self._clock())
+            self._emit([event])
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "circuit breaker %r: bulkhead full (%d in flight, max_concurrent=%d); %s",
+                self._name,
+                bulkhead.in_use,
+                bulkhead.limit,
+                what,
+                extra={
+                    "circuit_breaker": self._name,
+                    "reason": "bulkhead",
+                    "limit": bulkhead.limit,
+                },
+            )
 
     # -- the permit protocol ------------------------------------------------------
 
@@ -1190,20 +1366,39 @@ class _Permit:
     """A permit held by a coroutine that may never run: returned when it is collected.
 
     A coroutine that is never started runs no `finally`; but dropping it drops its
-    arguments, so this object's `__del__` hands the permit back then (as ignored).
+    arguments, so this object's `__del__` hands the permit back then (as ignored), and
+    the bulkhead slot the call holds, if any.
     """
 
-    __slots__ = ("breaker", "settled", "token")
+    __slots__ = ("breaker", "bulkhead", "settled", "token")
 
-    def __init__(self, breaker: CircuitBreaker, token: int) -> None:
+    def __init__(self, breaker: CircuitBreaker, token: int, bulkhead: Bulkhead | None) -> None:
         self.breaker = breaker
         self.token = token
         self.settled = False
+        self.bulkhead = bulkhead
+
+    def release_slot(self) -> None:
+        bulkhead = self.bulkhead
+        if bulkhead is not None:
+            self.bulkhead = None
+            bulkhead.release()
 
     def __del__(self) -> None:
         if not self.settled:
             self.settled = True
             self.breaker.release(self.token)
+        self.release_slot()
+
+
+def _in_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop or a trio task."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        trio = sys.modules.get("trio")
+        return trio is not None and _in_trio_task(trio)
+    return True
 
 
 def _open_for(state: CircuitState, open_for: object) -> float:

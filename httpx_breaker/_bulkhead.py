@@ -191,6 +191,11 @@ class Bulkhead:
 
     # -- waiting ----------------------------------------------------------------
 
+    def acquire_now(self) -> bool:
+        """Take a slot if one is free, without waiting whatever `max_wait` says; False
+        (a refusal, counted) if none is. For callers that must never block."""
+        return self._locked(self._take_or_refuse_locked)
+
     def acquire(self) -> bool:
         """Take a slot, waiting up to `max_wait` seconds in this thread; False if refused.
 

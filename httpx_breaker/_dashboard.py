@@ -49,7 +49,20 @@ def _row(breaker: CircuitBreaker, metrics: BreakerMetrics) -> dict[str, Any]:
             "throughput": metrics.throughput,
             "availability": metrics.availability,
         },
+        "bulkhead": _bulkhead(metrics),
         "health_score": health_score(metrics),
+    }
+
+
+def _bulkhead(metrics: BreakerMetrics) -> dict[str, int] | None:
+    """The bulkhead's figures, or None for a breaker without `max_concurrent`."""
+    if metrics.bulkhead_limit is None:
+        return None
+    return {
+        "limit": metrics.bulkhead_limit,
+        "in_flight": metrics.bulkhead_in_flight_requests or 0,
+        "waiting": metrics.bulkhead_waiting_requests or 0,
+        "rejected_requests": metrics.bulkhead_rejected_requests,
     }
 
 
@@ -60,6 +73,7 @@ def build_dashboard(breakers: Iterable[CircuitBreaker]) -> dict[str, Any]:
         "open_breakers": 0,
         "half_open_breakers": 0,
         "closed_breakers": 0,
+        "bulkhead_rejected_requests": 0,
     }
     rows: list[dict[str, Any]] = []
     for breaker in breakers:
@@ -73,6 +87,7 @@ def build_dashboard(breakers: Iterable[CircuitBreaker]) -> dict[str, Any]:
             summary["half_open_breakers"] += 1
         else:
             summary["closed_breakers"] += 1
+        summary["bulkhead_rejected_requests"] += metrics.bulkhead_rejected_requests
         rows.append(_row(breaker, metrics))
     rows.sort(key=lambda row: (row["health_score"], row["name"]))
     return {"summary": summary, "breakers": rows}

@@ -78,6 +78,20 @@ class BreakerMetrics:
     """`(state, seconds)` for CLOSED, OPEN and HALF_OPEN: the time spent in each over the
     breaker's whole life (never reset, so exporters can count monotonically), on its
     clock, as `availability` counts it."""
+    bulkhead_rejected_requests: int = 0
+    """Requests the breaker's bulkhead refused (`BulkheadFullError`: `max_concurrent` in
+    flight and no slot within `max_wait`; in dry-run: that would have been). Counted
+    apart: in neither `total_requests` nor `rejected_requests`, which are the breaker's
+    own, and never a failure. 0 without `max_concurrent`."""
+    bulkhead_in_flight_requests: int | None = None
+    """Slots of the bulkhead held now: requests admitted and not yet finished (a gauge).
+    A dry-run breaker's requests over the limit hold none and are not in it. None
+    without `max_concurrent`: a breaker without a limit keeps no such count."""
+    bulkhead_waiting_requests: int | None = None
+    """Requests waiting for a slot now (a gauge); None without `max_concurrent`."""
+    bulkhead_limit: int | None = None
+    """`max_concurrent`, or None: saturation is ``bulkhead_in_flight_requests /
+    bulkhead_limit``."""
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-serialisable values (states as their strings)."""

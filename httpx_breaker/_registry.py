@@ -150,6 +150,10 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     - a breaker held by `force_open()` or `force_closed()` is never dropped: forcing
       is an operator's decision that holds until `reset()`, and a new breaker in its
       place would forget it. A forced breaker does not count against the 64.
+    - a breaker whose bulkhead (`max_concurrent`) has requests in flight or waiting
+      is never dropped either: a new breaker for its key would bring a new bulkhead,
+      and the host would get twice its limit while the old requests finish. It is
+      looked at (it counts against the 64) and goes to the back of the queue.
 
     In a registry of up to 64 unforced breakers, every one is looked at, so the rule
     above is exact. In a larger one it holds among the 64 at the front of the queue:
@@ -158,8 +162,9 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     gone unused longest. A flood of failing hosts thus costs at most 64 looks per new
     host, never a scan of the whole registry.
 
-    When every breaker is forced and the registry is full, the new breaker is added
-    anyway and the registry grows past `max_size` (a WARNING is logged). A request to
+    When every breaker is forced (or, among the 64 looked at, busy) and the registry
+    is full, the new breaker is added anyway and the registry grows past `max_size`
+    (a WARNING is logged). A request to
     a new host must not fail because an operator forced other hosts, and dropping a
     forced breaker would silently undo the forcing; the excess is bounded by the
     number of forced breakers, which only your own `force_*()` calls make (a flood of
@@ -395,17 +400,20 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         victim = _choose_victim(sample)
         if victim is None:
             logger.warning(
-                "circuit breaker registry: every one of its %d breakers is forced open "
-                "or closed; it grows past max_size=%d rather than drop a forced breaker",
+                "circuit breaker registry: every breaker it looked at (of %d) is forced "
+                "open or closed, or has requests in flight; it grows past max_size=%d "
+                "rather than drop one",
                 len(self._entries),
                 self._max_size,
             )
+            for key, _ in sample:  # busy: let the next scan look at others first
+                queue.move_to_end(key)
             return
         for key, entry in sample:
             if key == victim:
                 continue
             stamp = entry.stamp
-            if stamp != entry.placed or entry.breaker._state is not _CLOSED:
+            if stamp != entry.placed or entry.breaker._state is not _CLOSED or _busy(entry.breaker):
                 entry.placed = stamp
                 queue.move_to_end(key)
         self._drop(victim)
@@ -502,8 +510,16 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         return f"<BreakerRegistry {len(self)} breakers, max_size={self._max_size}>"
 
 
+def _busy(breaker: CircuitBreaker) -> bool:
+    """Whether the breaker's bulkhead has requests in flight or waiting."""
+    bulkhead = breaker._bulkhead
+    return bulkhead is not None and (bulkhead.in_use > 0 or bulkhead.waiting > 0)
+
+
 def _choose_victim(sample: list[tuple[str, _Entry]]) -> str | None:
-    """The key to evict among `sample` (none of them forced), or None if it is empty."""
+    """The key to evict among `sample` (none of them forced), or None if there is none
+    that may go (every one busy, see `_busy`)."""
+    sample = [(key, entry) for key, entry in sample if not _busy(entry.breaker)]
     closed = [(entry.stamp, key) for key, entry in sample if entry.breaker._state is _CLOSED]
     if closed:
         return min(closed)[1]

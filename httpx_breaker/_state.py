@@ -35,8 +35,11 @@ class CircuitState(str, enum.Enum):
 class BreakerEvent:
     """Something a breaker did, as given to listeners added with `add_listener`.
 
-    `kind` is one of ``"state_change"``, ``"rejected"``, ``"success"``, ``"failure"``,
-    ``"ignored"``. For a state change, `old_state` and `new_state` are set and `cause`
+    `kind` is one of ``"state_change"``, ``"rejected"``, ``"bulkhead_rejected"``,
+    ``"success"``, ``"failure"``, ``"ignored"``. ``"rejected"`` is the breaker's own
+    refusal (`CircuitOpenError`); ``"bulkhead_rejected"`` a refusal by its bulkhead
+    (`BulkheadFullError`; in dry-run, a request over `max_concurrent` let through),
+    with `state` the breaker's state then. For a state change, `old_state` and `new_state` are set and `cause`
     says why (``"failure_threshold"``, ``"failure_rate"``, ``"slow_call_rate"``,
     ``"probe_failed"``, ``"probes_succeeded"``, ``"reset_timeout"``, ``"forced"``,
     ``"reset"``, ``"fleet"`` (another replica made it, through a shared store), or the

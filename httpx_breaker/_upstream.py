@@ -11,6 +11,8 @@ was open). What it does is chosen per path, or for every other path by `mode`:
 - ``/cut`` (mode ``"cut"``): headers promising 1000 bytes, 10 bytes, then close
 - ``/flaky`` (mode ``"flaky"``): 503 with probability `failure_rate`, else 200
 - ``/retry-after/<value>``: 503 with ``Retry-After: <value>``
+- ``/hold`` (mode ``"hold"``): wait until the caller lets it go (`release`), then 200:
+  a host as slow as a test wants, with no sleeps (`holding` says how many wait now)
 
 Only ever binds the loopback address; it is not a production server.
 """
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = ["Upstream"]
+
+HOLD_LIMIT = 60.0  # seconds a held request waits at most, if nobody releases it
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -57,7 +61,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = [p for p in path.split("/") if p]
         action = parts[0] if parts else ""
         arg = parts[1] if len(parts) > 1 else None
-        if action not in {"ok", "status", "delay", "reset", "cut", "flaky", "retry-after"}:
+        if action not in {"ok", "status", "delay", "reset", "cut", "flaky", "retry-after", "hold"}:
             action, arg = upstream.mode_action()
         if action == "ok" or action == "healthy":
             self._send(200, {"ok": True})
@@ -86,6 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, {"ok": True})
         elif action == "retry-after":
             self._send(503, {"ok": False}, {"Retry-After": arg or "1"})
+        elif action == "hold":
+            upstream._hold()
+            self._send(200, {"ok": True, "held": True})
 
     def _send(self, status: int, payload: object, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload).encode()
@@ -122,7 +129,8 @@ class Upstream:
 
     Args:
         mode: what paths other than the named ones do: ``"healthy"``, ``"failing"``,
-            ``"slow"``, ``"reset"``, ``"cut"`` or ``"flaky"``. Can be changed at any time.
+            ``"slow"``, ``"reset"``, ``"cut"``, ``"flaky"`` or ``"hold"``. Can be
+            changed at any time.
         failure_rate: the share of 503s in ``"flaky"`` mode.
         delay: seconds a ``"slow"`` answer waits.
         seed: seed of the random failures, for repeatable runs.
@@ -158,6 +166,12 @@ class Upstream:
         self._requests: list[tuple[float, str, str]] = []
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # "hold": requests wait on the gate until it opens or they are given a pass.
+        self._gate = threading.Condition()
+        self._open = False
+        self._passes = 0
+        self._holding = 0
+        self._max_holding = 0
 
     def mode_action(self) -> tuple[str, str | None]:
         """What a path that names no answer does now, as ``(action, argument)``: the
@@ -168,6 +182,46 @@ class Upstream:
         if mode == "slow":
             return "delay", None
         return mode, None
+
+    def _hold(self) -> None:
+        with self._gate:
+            self._holding += 1
+            self._max_holding = max(self._max_holding, self._holding)
+            try:
+                # Bounded, so a test that forgets to release cannot hang a thread for ever.
+                self._gate.wait_for(lambda: self._open or self._passes > 0, timeout=HOLD_LIMIT)
+                if not self._open and self._passes > 0:
+                    self._passes -= 1
+            finally:
+                self._holding -= 1
+
+    @property
+    def holding(self) -> int:
+        """How many ``/hold`` requests are waiting to be answered now."""
+        with self._gate:
+            return self._holding
+
+    @property
+    def max_holding(self) -> int:
+        """The most ``/hold`` requests that ever waited at once."""
+        with self._gate:
+            return self._max_holding
+
+    def release(self, count: int | None = None) -> None:
+        """Let ``/hold`` requests be answered: `count` more of them (those waiting now
+        first), or (None) every one, and every later one at once, until `hold()`."""
+        with self._gate:
+            if count is None:
+                self._open = True
+            else:
+                self._passes += count
+            self._gate.notify_all()
+
+    def hold(self) -> None:
+        """Make ``/hold`` requests wait again (the default)."""
+        with self._gate:
+            self._open = False
+            self._passes = 0
 
     def _log(self, method: str, path: str, host: str) -> None:
         with self._lock:
@@ -210,6 +264,7 @@ class Upstream:
 
     def stop(self) -> None:
         """Stop serving and close the socket (leaving the ``with`` block does this)."""
+        self.release()  # nothing stays held in a server that stops
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()

@@ -173,7 +173,11 @@ def dashboard(breakers: BreakerSource = None, *, stores: StoreSource = None) -> 
     A breaker's `metrics` are the counters, `success_rate`, `failure_rate`,
     `average_response_time` (seconds), `throughput` (calls let through per second over
     the last `window_duration`) and `availability` (share of its life since creation
-    or `reset()` not spent OPEN), as in `BreakerMetrics`.
+    or `reset()` not spent OPEN), as in `BreakerMetrics`. Its `bulkhead` is None
+    without `max_concurrent`, else its `limit`, the requests `in_flight` and `waiting`
+    now, and its `rejected_requests` (refusals by the bulkhead, counted apart from the
+    breaker's own `rejected_requests`; a refusal is not ill health, so the score ignores
+    it). The summary adds up `bulkhead_rejected_requests` over the breakers.
 
     Args:
         breakers: the breakers to show (see the module docstring); every live breaker

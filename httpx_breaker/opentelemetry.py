@@ -29,6 +29,17 @@ Instruments, on the meter ``httpx_breaker`` (every one has the attribute
   ``circuit_breaker.state``.
 - ``circuit_breaker.availability`` (observable gauge, ``1``).
 - ``circuit_breaker.throughput`` (observable gauge, ``{request}/s``).
+- ``circuit_breaker.bulkhead.rejected_requests`` (observable counter, ``{request}``):
+  requests the bulkhead refused (`BulkheadFullError`), apart from
+  ``circuit_breaker.rejected_requests`` (the breaker's own refusals).
+- ``circuit_breaker.bulkhead.in_flight_requests`` (observable up-down counter,
+  ``{request}``, as OpenTelemetry's ``http.client.active_requests``): slots held now.
+- ``circuit_breaker.bulkhead.waiting_requests`` (observable up-down counter,
+  ``{request}``): requests waiting for a slot now.
+- ``circuit_breaker.bulkhead.limit`` (observable up-down counter, ``{request}``):
+  `max_concurrent`.
+
+The four bulkhead instruments report only breakers with `max_concurrent` set.
 
 For shared stores (`httpx_breaker.redis.RedisStore`; attributes
 ``circuit_breaker.store.namespace`` and ``circuit_breaker.store.server``, the server's URL
@@ -192,6 +203,31 @@ class RegisteredMetrics:
                 description="Calls let through per second over the circuit breaker's "
                 "window_duration.",
             ),
+            meter.create_observable_counter(
+                "circuit_breaker.bulkhead.rejected_requests",
+                callbacks=[self._bulkhead_rejected],
+                unit="{request}",
+                description="Requests refused by the circuit breaker's bulkhead "
+                "(max_concurrent in flight).",
+            ),
+            meter.create_observable_up_down_counter(
+                "circuit_breaker.bulkhead.in_flight_requests",
+                callbacks=[self._bulkhead_in_flight],
+                unit="{request}",
+                description="Requests holding a slot of the circuit breaker's bulkhead.",
+            ),
+            meter.create_observable_up_down_counter(
+                "circuit_breaker.bulkhead.waiting_requests",
+                callbacks=[self._bulkhead_waiting],
+                unit="{request}",
+                description="Requests waiting for a slot of the circuit breaker's bulkhead.",
+            ),
+            meter.create_observable_up_down_counter(
+                "circuit_breaker.bulkhead.limit",
+                callbacks=[self._bulkhead_limit],
+                unit="{request}",
+                description="The circuit breaker's max_concurrent: most requests in flight.",
+            ),
             meter.create_observable_gauge(
                 "circuit_breaker.store.connected",
                 callbacks=[self._store_connected],
@@ -308,6 +344,26 @@ class RegisteredMetrics:
     def _throughput(self, options: CallbackOptions) -> Iterable[Observation]:
         for name, m in self._read():
             yield Observation(m.throughput, {_NAME: name})
+
+    def _bulkhead_rejected(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, m in self._read():
+            if m.bulkhead_limit is not None:
+                yield Observation(m.bulkhead_rejected_requests, {_NAME: name})
+
+    def _bulkhead_in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, m in self._read():
+            if m.bulkhead_limit is not None:
+                yield Observation(m.bulkhead_in_flight_requests or 0, {_NAME: name})
+
+    def _bulkhead_waiting(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, m in self._read():
+            if m.bulkhead_limit is not None:
+                yield Observation(m.bulkhead_waiting_requests or 0, {_NAME: name})
+
+    def _bulkhead_limit(self, options: CallbackOptions) -> Iterable[Observation]:
+        for name, m in self._read():
+            if m.bulkhead_limit is not None:
+                yield Observation(m.bulkhead_limit, {_NAME: name})
 
     # -- shared stores ----------------------------------------------------------------
 

@@ -33,6 +33,17 @@ Series (labels are the breaker's name, for a transport its host key, and fixed w
   `BreakerMetrics.throughput`, calls let through per second over the last
   `window_duration`.
 
+For breakers with a bulkhead (`max_concurrent` set), and only for those:
+
+- ``circuit_breaker_bulkhead_rejected_requests_total{circuit_breaker}``: requests the
+  bulkhead refused (`BulkheadFullError`). Apart from
+  ``circuit_breaker_rejected_requests_total``, which stays the breaker's own refusals,
+  so that dashboards built on it do not start counting these.
+- ``circuit_breaker_bulkhead_in_flight_requests{circuit_breaker}``: slots held now.
+- ``circuit_breaker_bulkhead_waiting_requests{circuit_breaker}``: requests waiting for one.
+- ``circuit_breaker_bulkhead_limit{circuit_breaker}``: `max_concurrent`; saturation is
+  ``circuit_breaker_bulkhead_in_flight_requests / circuit_breaker_bulkhead_limit``.
+
 Shared stores (`httpx_breaker.redis.RedisStore`; labels ``namespace`` and ``server``, the
 server's URL without credentials), read from `store.health` without touching Redis:
 
@@ -151,6 +162,10 @@ class CircuitBreakerCollector:
             seconds,
             availability,
             throughput,
+            bulkhead_rejected,
+            bulkhead_in_flight,
+            bulkhead_waiting,
+            bulkhead_limit,
         ) = families = self._families()
         for breaker in resolve_breakers(self._breakers):
             # One snapshot per breaker: all of its series are from the same instant.
@@ -173,17 +188,25 @@ class CircuitBreakerCollector:
                 seconds.add_metric([name, value], spent)
             availability.add_metric([name], m.availability)
             throughput.add_metric([name], m.throughput)
+            if m.bulkhead_limit is not None:
+                bulkhead_rejected.add_metric([name], m.bulkhead_rejected_requests)
+                bulkhead_in_flight.add_metric([name], m.bulkhead_in_flight_requests or 0)
+                bulkhead_waiting.add_metric([name], m.bulkhead_waiting_requests or 0)
+                bulkhead_limit.add_metric([name], m.bulkhead_limit)
+        # The last four, the bulkhead's, only when a breaker has one: a scrape of
+        # breakers without `max_concurrent` stays exactly what it was.
+        breaker_families = families[:-4] + tuple(f for f in families[-4:] if f.samples)
         stores = resolve_stores(self._stores, self._breakers)
         if not stores:
-            return iter(families)
-        connected, state, lag, reconnects, received, dropped, keys, queued = store_families = (
-            self._store_families()
-        )
+            return iter(breaker_families)
+        connected, store_state, lag, reconnects, received, dropped, keys, queued = (
+            store_families
+        ) = self._store_families()
         for namespace, server, health in store_rows(stores):
             labels = [namespace, server]
             connected.add_metric(labels, 1.0 if health.connected else 0.0)
             for value in _STORE_STATES:
-                state.add_metric([*labels, value], 1.0 if value == health.state else 0.0)
+                store_state.add_metric([*labels, value], 1.0 if value == health.state else 0.0)
             if health.lag is not None:
                 lag.add_metric(labels, health.lag)
             reconnects.add_metric(labels, health.reconnects)
@@ -191,7 +214,7 @@ class CircuitBreakerCollector:
             dropped.add_metric(labels, health.dropped)
             keys.add_metric(labels, health.keys)
             queued.add_metric(labels, health.queued)
-        return iter((*families, *store_families))
+        return iter((*breaker_families, *store_families))
 
     @staticmethod
     def _store_families() -> tuple[
@@ -260,6 +283,10 @@ class CircuitBreakerCollector:
         CounterMetricFamily,
         GaugeMetricFamily,
         GaugeMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
     ]:
         # CounterMetricFamily takes the name without `_total` and adds it to the samples.
         return (
@@ -304,6 +331,26 @@ class CircuitBreakerCollector:
             GaugeMetricFamily(
                 "circuit_breaker_throughput_requests_per_second",
                 "Calls let through per second over the circuit breaker's window_duration.",
+                labels=["circuit_breaker"],
+            ),
+            CounterMetricFamily(
+                "circuit_breaker_bulkhead_rejected_requests",
+                "Requests refused by the circuit breaker's bulkhead (max_concurrent in flight).",
+                labels=["circuit_breaker"],
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_bulkhead_in_flight_requests",
+                "Requests holding a slot of the circuit breaker's bulkhead now.",
+                labels=["circuit_breaker"],
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_bulkhead_waiting_requests",
+                "Requests waiting for a slot of the circuit breaker's bulkhead now.",
+                labels=["circuit_breaker"],
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_bulkhead_limit",
+                "The circuit breaker's max_concurrent: most requests in flight at once.",
                 labels=["circuit_breaker"],
             ),
         )

@@ -56,7 +56,8 @@ class Library:
     Attributes of the library itself (``lib.AsyncClient``, ``lib.Response``,
     ``lib.ConnectError``, ...) are read through; ``lib.AsyncCircuitBreakerTransport``,
     ``lib.CircuitBreakerTransport``, ``lib.CircuitOpenError``,
-    ``lib.CircuitTimeoutError``, ``lib.default_classifier`` and ``lib.make_classifier``
+    ``lib.CircuitTimeoutError``, ``lib.BulkheadFullError``, ``lib.RequestRejected``,
+    ``lib.default_classifier`` and ``lib.make_classifier``
     are httpx_breaker's for that library (``httpx_breaker.httpx2``'s for httpx2).
     """
 
@@ -74,6 +75,8 @@ class Library:
         self.CircuitBreakerTransport: Any = breaker.CircuitBreakerTransport
         self.CircuitOpenError: Any = breaker.CircuitOpenError
         self.CircuitTimeoutError: Any = breaker.CircuitTimeoutError
+        self.BulkheadFullError: Any = breaker.BulkheadFullError
+        self.RequestRejected: Any = breaker.RequestRejected
         self.default_classifier: Any = classifiers.default_classifier
         self.make_classifier: Any = classifiers.make_classifier
 

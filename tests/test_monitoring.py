@@ -148,6 +148,7 @@ def test_dashboard_summary_rows_and_order(clock: FakeClock) -> None:
         "open_breakers": 1,
         "half_open_breakers": 1,
         "closed_breakers": 3,
+        "bulkhead_rejected_requests": 0,
     }
     assert [row["name"] for row in data["breakers"]] == [
         "probing",  # 0 * 70 + 30 = 30
@@ -193,6 +194,7 @@ def test_dashboard_of_nothing() -> None:
             "open_breakers": 0,
             "half_open_breakers": 0,
             "closed_breakers": 0,
+            "bulkhead_rejected_requests": 0,
         },
         "breakers": [],
     }

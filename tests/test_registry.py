@@ -317,12 +317,14 @@ def test_snapshot_shape(registry: BreakerRegistry) -> None:
         "open_breakers": 1,
         "half_open_breakers": 0,
         "closed_breakers": 1,
+        "bulkhead_rejected_requests": 0,
     }
     rows = {row["name"]: row for row in snap["breakers"]}
     assert set(rows) == {"api.example.com:8443", "other.org"}
     assert rows["api.example.com:8443"]["state"] == "open"
     assert rows["api.example.com:8443"]["metrics"]["failed_requests"] == 1
-    assert set(rows["other.org"]) == {"name", "state", "metrics", "health_score"}
+    assert set(rows["other.org"]) == {"name", "state", "metrics", "bulkhead", "health_score"}
+    assert rows["other.org"]["bulkhead"] is None  # no max_concurrent
 
 
 async def test_transport_breakers_are_in_the_global_view() -> None:

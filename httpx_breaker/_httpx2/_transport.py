@@ -3,11 +3,13 @@
 """AsyncCircuitBreakerTransport and CircuitBreakerTransport: a breaker per host.
 
 Both share one synchronous core (`_Core`): map a request to its key and breaker, ask
-for a permit before any I/O, and turn what came back into one outcome for the
-breaker. The response body is wrapped so that the outcome is recorded when the body
-is closed (an error while it streams reaches the classifier; a caller that stops
-reading early is not an error), and a response that is dropped unclosed hands its
-permit back when it is garbage-collected.
+for a permit (and, with `max_concurrent`, a bulkhead slot) before any I/O, and turn
+what came back into one outcome for the breaker. The response body is wrapped so that
+the outcome is recorded when the body is closed (an error while it streams reaches the
+classifier; a caller that stops reading early is not an error), and a response that is
+dropped unclosed hands its permit back when it is garbage-collected. A bulkhead slot
+is held until the request ends the same way: its body closed, an error, a
+cancellation, or the collection of an unread response.
 
 The transports are otherwise transparent: they change nothing httpx2 users rely on
 (streams, the wrapped transport's lifecycle, its timeouts, its extensions) except that a
@@ -29,10 +31,11 @@ import httpx2
 from . import _errors as httpx2_errors
 
 from .._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
+from .._bulkhead import Bulkhead
 from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier, from_cache
 from .._config import CircuitBreakerConfig
 from .._deadline import cancel_scope, scope_now, sweeper_for
-from .._errors import CircuitOpenError, CircuitTimeoutError
+from .._errors import CircuitOpenError, CircuitTimeoutError, RequestRejected
 from ._keys import default_key
 from .._registry import BreakerRegistry
 from .._retry_after import parse_retry_after
@@ -191,11 +194,16 @@ class _Core:
         request: httpx2.Request,
         exc: BaseException,
         start: float,
+        bulkhead: Bulkhead | None,
     ) -> None:
-        """Record a request that ended with no response."""
-        if isinstance(exc, CircuitTimeoutError):
-            httpx2_errors.adopt(exc, request)
-        breaker.record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
+        """Record a request that ended with no response; give back its slot."""
+        try:
+            if isinstance(exc, CircuitTimeoutError):
+                httpx2_errors.adopt(exc, request)
+            breaker.record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
+        finally:
+            if bulkhead is not None:
+                bulkhead.release()
 
     def respond(
         self,
@@ -208,16 +216,34 @@ class _Core:
         end: float,
         overrun: CircuitTimeoutError | None,
         tracked: type[_Tracked],
+        bulkhead: Bulkhead | None,
     ) -> httpx2.Response:
-        """Record the outcome now, or wrap the body to record it when it is closed."""
-        if response.is_closed or breaker.config.outcome_at == "headers":
+        """Record the outcome now, or wrap the body to record it when it is closed.
+
+        A bulkhead slot is given back now if the body is already closed, else when it
+        is (also with outcome_at="headers": the connection is busy until then).
+        """
+        if response.is_closed:
             # Already read (a MockTransport, a cache): httpx2 will not close its stream
             # again, so the outcome is known now. Wrapping it would also nest wrappers
             # around a response object that an inner transport hands out repeatedly.
-            # With outcome_at="headers", the status decides now and the body is free.
+            try:
+                _finish(self, breaker, token, request, response, overrun, start, end)
+            finally:
+                if bulkhead is not None:
+                    bulkhead.release()
+        elif breaker.config.outcome_at == "headers":
+            # The status decides now and the body is free of the outcome; not of the
+            # slot, which it holds until it is closed.
+            if bulkhead is not None:
+                response.stream = tracked(  # type: ignore[assignment]  # as below
+                    response.stream, None, breaker, token, request, None, 0.0, 0.0, bulkhead
+                )
             _finish(self, breaker, token, request, response, overrun, start, end)
         else:
-            stream = tracked(response.stream, self, breaker, token, request, response, start, end)
+            stream = tracked(
+                response.stream, self, breaker, token, request, response, start, end, bulkhead
+            )
             stream._error = overrun
             response.stream = stream  # type: ignore[assignment]  # one of the two stream classes
         response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
@@ -261,10 +287,12 @@ def _finish(
 
 
 class _Tracked:
-    """The pending outcome of one response, settled once: on close, or when collected."""
+    """The pending outcome of one response, settled once: on close, or when collected;
+    and its bulkhead slot, if it holds one, given back then too."""
 
     __slots__ = (
         "_breaker",
+        "_bulkhead",
         "_core",
         "_end",
         "_error",
@@ -278,15 +306,17 @@ class _Tracked:
     def __init__(
         self,
         stream: Any,
-        core: _Core,
+        core: _Core | None,
         breaker: CircuitBreaker,
         token: int,
         request: httpx2.Request,
-        response: httpx2.Response,
+        response: httpx2.Response | None,
         start: float,
         end: float,
+        bulkhead: Bulkhead | None,
     ) -> None:
         self._stream = stream  # the wrapped transport's byte stream
+        # None once the outcome is settled (from the start with outcome_at="headers").
         self._core: _Core | None = core
         self._breaker = breaker
         self._token = token
@@ -296,24 +326,36 @@ class _Tracked:
         self._start = start
         self._end = end
         self._error: BaseException | None = None
+        self._bulkhead = bulkhead  # the slot held until close, if any
 
     def _settle(self) -> None:
         core = self._core
-        if core is None:
-            return
-        self._core = None
-        response = self._response
-        assert response is not None
-        breaker, error = self._breaker, self._error
-        _finish(core, breaker, self._token, self._request, response, error, self._start, self._end)
-        # Drop references the breaker does not need, so a long-lived response holds less.
-        self._error = None
-        self._response = None
+        if core is not None:
+            self._core = None
+            response = self._response
+            assert response is not None
+            breaker, error = self._breaker, self._error
+            try:
+                _finish(
+                    core, breaker, self._token, self._request, response, error, self._start, self._end
+                )
+            finally:
+                # Drop references the breaker does not need: a long-lived response holds less.
+                self._error = None
+                self._response = None
+        bulkhead = self._bulkhead
+        if bulkhead is not None:
+            self._bulkhead = None
+            bulkhead.release()
 
     def __del__(self) -> None:
         if self._core is not None:
             self._core = None
             self._breaker.release(self._token)
+        bulkhead = self._bulkhead
+        if bulkhead is not None:  # release() never blocks: safe in a finaliser
+            self._bulkhead = None
+            bulkhead.release()
 
 
 class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
@@ -524,9 +566,12 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         if admitted is None:
             return await self._transport.handle_async_request(request)
         breaker, token = admitted
+        bulkhead = breaker._bulkhead  # None without max_concurrent: the default costs one read
+        if bulkhead is not None and not bulkhead.try_acquire():
+            token, bulkhead = await self._wait_for_slot(breaker, token, request)
         state = breaker._state
         clock = breaker.clock
-        start = clock()
+        start = clock()  # after any wait for a slot: queueing here is not the host's time
         timeout = breaker.config.timeout
         try:
             if timeout is None:
@@ -534,11 +579,31 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             else:
                 response = await self._send_with_deadline(request, breaker.name, timeout)
         except BaseException as exc:
-            core.failed(breaker, token, request, exc, start)
+            core.failed(breaker, token, request, exc, start, bulkhead)
             raise
         return core.respond(
-            breaker, token, request, response, state, start, clock(), None, _AsyncTrackedStream
+            breaker,
+            token,
+            request,
+            response,
+            state,
+            start,
+            clock(),
+            None,
+            _AsyncTrackedStream,
+            bulkhead,
         )
+
+    @staticmethod
+    async def _wait_for_slot(
+        breaker: CircuitBreaker, token: int, request: httpx2.Request
+    ) -> tuple[int, Bulkhead | None]:
+        """The permit and held slot of a request that found its bulkhead full at once."""
+        try:
+            return await breaker.wait_for_slot_async(token)
+        except RequestRejected as exc:
+            httpx2_errors.adopt(exc, request)
+            raise
 
     async def _send_with_deadline(
         self, request: httpx2.Request, name: str, timeout: float
@@ -759,9 +824,12 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         if admitted is None:
             return self._transport.handle_request(request)
         breaker, token = admitted
+        bulkhead = breaker._bulkhead  # None without max_concurrent: the default costs one read
+        if bulkhead is not None and not bulkhead.try_acquire():
+            token, bulkhead = self._wait_for_slot(breaker, token, request)
         state = breaker._state
         clock = breaker.clock
-        start = clock()
+        start = clock()  # after any wait for a slot: queueing here is not the host's time
         timeout = breaker.config.timeout
         overrun = None
         try:
@@ -783,11 +851,31 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                 if clock() - start > timeout:
                     overrun = httpx2_errors.CircuitTimeoutError(breaker.name, timeout, request=request)
         except BaseException as exc:
-            core.failed(breaker, token, request, exc, start)
+            core.failed(breaker, token, request, exc, start, bulkhead)
             raise
         return core.respond(
-            breaker, token, request, response, state, start, clock(), overrun, _SyncTrackedStream
+            breaker,
+            token,
+            request,
+            response,
+            state,
+            start,
+            clock(),
+            overrun,
+            _SyncTrackedStream,
+            bulkhead,
         )
+
+    @staticmethod
+    def _wait_for_slot(
+        breaker: CircuitBreaker, token: int, request: httpx2.Request
+    ) -> tuple[int, Bulkhead | None]:
+        """The permit and held slot of a request that found its bulkhead full at once."""
+        try:
+            return breaker.wait_for_slot(token)
+        except RequestRejected as exc:
+            httpx2_errors.adopt(exc, request)
+            raise
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} around {self._transport!r}>"
