@@ -852,6 +852,8 @@ class CircuitBreaker:
                 self._drain_deferred()
             if token == self._epoch and self._state is _HALF_OPEN:
                 self._probes_in_flight -= 1
+                if self._fleet is not None:  # and the fleet's lease, for another replica
+                    self._fleet.probe_done(token, IGNORED, False)
 
     def _overflow(self, bulkhead: Bulkhead) -> None:
         """A dry run over the limit: count it and report it, hold no slot, never wait."""

@@ -17,6 +17,7 @@ import pytest
 from httpx_breaker import (
     AsyncCircuitBreakerTransport,
     BreakerRegistry,
+    BulkheadFullError,
     CircuitBreaker,
     CircuitBreakerConfig,
     CircuitBreakerTransport,
@@ -405,3 +406,18 @@ def test_the_sync_transport_settles_a_leased_probe(clock: FakeClock) -> None:
     assert registry[KEY].state is CLOSED
     assert {call[1] for call in link.of("probe_done")} == {first, second}
     assert link.transitions()[-1][:3] == ("half_open", "closed", "probes_succeeded")
+
+
+def test_a_probe_that_waits_for_the_bulkhead_hands_its_lease_back(clock: FakeClock) -> None:
+    """A probe permit returned unused for the bulkhead's wait returns the fleet's lease
+    too: the replica does not sit on a lease while it waits, nor hold two after."""
+    breaker, link, _ = make(clock, config=CONFIG.replace(max_concurrent=1))
+    to_half_open(breaker, clock)
+    bulkhead = breaker.bulkhead
+    assert bulkhead is not None and bulkhead.try_acquire()  # another call holds the slot
+    lease = link.give_lease()
+    token = breaker.admit()
+    assert not bulkhead.try_acquire()
+    with pytest.raises(BulkheadFullError):
+        breaker.wait_for_slot(token)  # max_wait=0: refused at once
+    assert link.of("probe_done") == [("probe_done", lease, ProbeOutcome.IGNORED)]
