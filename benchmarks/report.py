@@ -211,6 +211,7 @@ def markdown(results: dict[str, Any], chart: Path | None, base: Path) -> str:
         lines += _client_lines(results)
     if "memory" in results:
         lines += _scale_lines(results)
+    lines += fleet_lines(base)
     if results.get("readme_table"):
         lines += [
             "## The README's performance table, from this run",
@@ -221,6 +222,26 @@ def markdown(results: dict[str, Any], chart: Path | None, base: Path) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+FLEET = Path(__file__).resolve().parent / "FLEET.md"
+
+
+def fleet_lines(base: Path) -> list[str]:
+    """A section that points to the fleet benchmark's own report, which this run does not
+    make (it needs Redis servers and replica processes: `python -m benchmarks.fleet`)."""
+    if not FLEET.exists():
+        return []
+    rel = os.path.relpath(FLEET, base)
+    return [
+        "## Fleet: shared state across replicas (issue 11)",
+        "",
+        "Staleness from the first open to every replica open, upstream hits and probes per",
+        "round with and without a store, and the request-path cost with a store and a frozen",
+        f"store: [{rel}]({rel}), written by `python -m benchmarks.fleet --out {rel}`",
+        "(a separate run: it starts Valkey servers and replica processes).",
+        "",
+    ]
 
 
 def _client_lines(results: dict[str, Any]) -> list[str]:

@@ -26,7 +26,7 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._bulkhead import Bulkhead, _in_trio_task
 from ._config import CircuitBreakerConfig
@@ -35,6 +35,9 @@ from ._errors import BulkheadFullError, CircuitOpenError
 from ._metrics import BreakerMetrics
 from ._state import BreakerEvent, CircuitState
 from ._window import FAILED, SLOW, SlidingWindow
+
+if TYPE_CHECKING:
+    from ._shared import BreakerSide
 
 __all__ = [
     "DRY_RUN",
@@ -188,6 +191,7 @@ class CircuitBreaker:
         "_epoch",
         "_failed_rounds",
         "_fast_epoch",
+        "_fleet",
         "_forced",
         "_listeners",
         "_lock",
@@ -261,6 +265,8 @@ class CircuitBreaker:
         self._state_changes: deque[tuple[float, CircuitState, CircuitState]] | None = None
         self._listeners: tuple[Listener, ...] = ()
         self._deferred: list[int] = []
+        # The breaker's side of a shared store (`_shared`), when a registry attached one.
+        self._fleet: BreakerSide | None = None
         # Time, for availability and time per state: when the current state was entered,
         # when the breaker was made or last reset(), and (made on the first state change)
         # the seconds spent in each state before `_entered`.
@@ -570,6 +576,12 @@ class CircuitBreaker:
                 self._shift_times(delta)
         return old
 
+    def _attach_fleet(self, side: BreakerSide | None) -> None:
+        """Share this breaker's state through a store (`_shared.attach`), or stop (None)."""
+        with self._lock:
+            self._fleet = side
+            self._refresh_fast_epoch()
+
     def _shift_times(self, delta: float) -> None:
         """Move every time the breaker keeps by `delta` seconds (locked)."""
         if math.isfinite(self._open_until):
@@ -840,6 +852,8 @@ class CircuitBreaker:
                 self._drain_deferred()
             if token == self._epoch and self._state is _HALF_OPEN:
                 self._probes_in_flight -= 1
+                if self._fleet is not None:  # and the fleet's lease, for another replica
+                    self._fleet.probe_done(token, IGNORED, False)
 
     def _overflow(self, bulkhead: Bulkhead) -> None:
         """A dry run over the limit: count it and report it, hold no slot, never wait."""
@@ -905,9 +919,12 @@ class CircuitBreaker:
                     retry_after = self._open_until - now
             if state is _CLOSED:
                 token = self._epoch
-            elif state is _HALF_OPEN and (
-                self._probes_in_flight + self._probes_succeeded
+            elif (
+                state is _HALF_OPEN
+                and self._probes_in_flight + self._probes_succeeded
                 < self._config.half_open_max_requests
+                # With a fleet to share the round with: only with a lease (never waits).
+                and (self._fleet is None or self._fleet.lease(self._epoch))
             ):
                 self._probes_in_flight += 1
                 token = self._epoch
@@ -966,6 +983,7 @@ class CircuitBreaker:
         slow_after = config.slow_call_duration
         slow = slow_after is not None and outcome != IGNORED and duration >= slow_after
         events: list[BreakerEvent] = []
+        shared_floor: float | None = None  # a Retry-After floor for the fleet
         with self._lock:
             if self._deferred:
                 self._drain_deferred()
@@ -986,6 +1004,8 @@ class CircuitBreaker:
                 if state is _CLOSED:
                     if outcome != IGNORED:
                         self._record_closed(outcome, slow, now, events)
+                        if self._fleet is not None and self._fleet.counts:
+                            self._fleet.counted(outcome)
                 elif state is _HALF_OPEN:
                     self._record_probe(outcome, slow, now, events)
             if (
@@ -998,13 +1018,15 @@ class CircuitBreaker:
                 # would take a breaker that reads HALF_OPEN back to OPEN.
                 and now < self._open_until
             ):
-                floor = now + min(max(retry_after, 0.0), config.max_retry_after)
-                self._open_until = max(self._open_until, floor)
+                floor = min(max(retry_after, 0.0), config.max_retry_after)
+                self._open_until = max(self._open_until, now + floor)
+                if self._fleet is not None:
+                    shared_floor = floor
             if self._listeners:
                 kind = ("success", "failure", "ignored")[outcome]
                 events.insert(0, BreakerEvent(kind, self._name, state, now, duration=duration))
-        if events:
-            self._emit(events)
+        if events or shared_floor is not None:
+            self._emit(events, shared_floor)
 
     def record_success(
         self, token: int, start: float, end: float, now: float | None = None
@@ -1073,7 +1095,13 @@ class CircuitBreaker:
 
     def _refresh_fast_epoch(self) -> None:
         """Recompute `_fast_epoch` after the state, forcing or listeners changed (locked)."""
-        if self._state is _CLOSED and self._forced is None and not self._listeners:
+        fleet = self._fleet
+        if (
+            self._state is _CLOSED
+            and self._forced is None
+            and not self._listeners
+            and (fleet is None or not fleet.counts)  # share_counts hears every outcome
+        ):
             self._fast_epoch = self._epoch
         else:
             self._fast_epoch = -2
@@ -1110,6 +1138,8 @@ class CircuitBreaker:
         self, outcome: int, slow: bool, now: float, events: list[BreakerEvent]
     ) -> None:
         self._probes_in_flight -= 1
+        if self._fleet is not None:  # before any transition below: the fleet hears it first
+            self._fleet.probe_done(self._epoch, outcome, slow)
         if outcome == FAILURE:
             self._failed_rounds += 1
             self._transition(_OPEN, now, "probe_failed", events)
@@ -1303,11 +1333,19 @@ class CircuitBreaker:
         self._n_ignored += 1
         if token == self._epoch and self._state is _HALF_OPEN:
             self._probes_in_flight -= 1
+            if self._fleet is not None:
+                self._fleet.probe_done(token, IGNORED, False)
 
     # -- events -----------------------------------------------------------------
 
-    def _emit(self, events: list[BreakerEvent]) -> None:
-        """Deliver events to listeners and the log; never raises."""
+    def _emit(self, events: list[BreakerEvent], shared_floor: float | None = None) -> None:
+        """Deliver events to the fleet, listeners and the log; never raises.
+
+        `shared_floor`: a capped Retry-After that set the open period, for the fleet.
+        """
+        fleet = self._fleet
+        if fleet is not None:
+            fleet.published(events, shared_floor)
         listeners = self._listeners
         for event in events:
             if event.kind == "state_change":

@@ -26,7 +26,9 @@ from ._breaker import CircuitBreaker, Listener, _call_listener, _live_breakers
 from ._config import CircuitBreakerConfig
 from ._dashboard import build_dashboard
 from ._keys import HTTPX_URL, URLLike, bare_host, default_key, normalize_pattern, url_key
+from ._shared import attach
 from ._state import BreakerEvent, CircuitState
+from ._store import Store
 
 # default_key and normalize_pattern are re-exported for code that imported them from
 # here in 0.1; their home is `_keys` (and `httpx_breaker.keys` for default_key).
@@ -115,6 +117,10 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             period ends first. A breaker forced open or closed is never dropped (see
             "Eviction" below).
         clock: the clock every breaker here reads (`time.monotonic` by default).
+        store: share every breaker's state with other processes through this store
+            (`httpx_breaker.redis.RedisStore`), keyed by the breaker's name: replicas
+            that use the same store share each key's state (see docs/fleet.md). The
+            registry does not close it.
 
     Raises:
         ValueError: a malformed pattern, the same pattern twice (case and a trailing
@@ -181,6 +187,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         policies: Mapping[str, CircuitBreakerConfig] | None = None,
         max_size: int = 10_000,
         clock: Callable[[], float] | None = None,
+        store: Store | None = None,
     ) -> None:
         if default is None:
             default = CircuitBreakerConfig()
@@ -192,6 +199,12 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             raise ValueError(f"max_size must be >= 1, got {max_size!r}")
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be callable, got {clock!r}")
+        if store is not None and not isinstance(store, Store):
+            raise TypeError(
+                f"store must be a shared store such as httpx_breaker.redis.RedisStore, "
+                f"got {store!r}"
+            )
+        self._store = store
         self._default = default
         self._policies = _check_policies(policies)
         self._max_size = max_size
@@ -229,6 +242,11 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     def clock(self) -> Callable[[], float] | None:
         """The clock given to breakers made from now on; None for `time.monotonic`."""
         return self._clock
+
+    @property
+    def store(self) -> Store | None:
+        """The store the breakers share their state through, or None."""
+        return self._store
 
     def set_clock(self, clock: Callable[[], float] | None) -> Callable[[], float] | None:
         """Give the breakers made from now on `clock` (None: `time.monotonic`); return
@@ -358,6 +376,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         breaker = CircuitBreaker(key, config or self.config_for(key), clock=self._clock)
         if self._listeners:
             breaker.add_listener(self._dispatch)
+        if self._store is not None:
+            attach(breaker, self._store)
         entry = _Entry(breaker, next(self._stamps))
         self._entries[key] = entry
         self._queue[key] = entry
@@ -401,6 +421,10 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key)
         del self._queue[key]
+        side = entry.breaker._fleet
+        if side is not None:  # it may still serve a request in flight, on its own
+            entry.breaker._attach_fleet(None)
+            side.detach()
         by_url = self._by_url
         for spelling in entry.urls:
             del by_url[spelling]

@@ -42,8 +42,8 @@ class BreakerEvent:
     with `state` the breaker's state then. For a state change, `old_state` and `new_state` are set and `cause`
     says why (``"failure_threshold"``, ``"failure_rate"``, ``"slow_call_rate"``,
     ``"probe_failed"``, ``"probes_succeeded"``, ``"reset_timeout"``, ``"forced"``,
-    ``"reset"``, or the cause given to `CircuitBreaker.transition_to`, such as
-    ``"testing"``). `duration` is the call's duration in seconds where there was a call;
+    ``"reset"``, ``"fleet"`` (another replica made it, through a shared store), or the
+    cause given to `CircuitBreaker.transition_to`, such as ``"testing"``). `duration` is the call's duration in seconds where there was a call;
     `time` is the breaker's clock when it happened.
     """
 

@@ -7,20 +7,22 @@ breaker. What travels is each breaker's **transitions**, in the background.
 Two sides meet here:
 
 - The **breaker side**, `SharedBreaker`: what a store reads from a breaker and how it
-  hands a transition made elsewhere back to it. The registry implements it over the
-  engine's "enter a state now" seam; tests implement it with a stand-in.
+  hands a transition made elsewhere back to it. `_shared.BreakerSide` implements it
+  over the engine's "enter a state now" seam (`CircuitBreaker.transition_to`); tests
+  of the store implement it with a stand-in.
 - The **store side**, `Store` and the per-key `StoreLink` it returns from `attach()`:
-  what the breaker (through the registry) calls. Every `StoreLink` method is safe to
+  what the breaker (through its `BreakerSide`) calls. Every `StoreLink` method is safe to
   call on a request's thread or event loop: none waits, none does I/O, none takes a
   lock that the store's own thread holds across I/O. They queue work for the store.
 
 The life of a key, with a store:
 
-1. The registry creates a breaker and calls ``link = store.attach(key, breaker, config)``.
+1. The registry creates a breaker and attaches it (`_shared.attach`):
+   ``link = store.attach(key, side, config)``.
 2. After every **local** transition of the breaker (one its own outcomes or its own
-   open period caused), the registry calls ``link.published(LocalTransition(...))``.
-   Transitions the store applied (cause `FLEET`), forced states and `reset()` are not
-   published: manual control is local.
+   open period caused), the breaker calls ``link.published(LocalTransition(...))``,
+   outside its lock. Transitions the store applied (cause `FLEET`), forced states,
+   `reset()` and the testing helpers are not published: manual control is local.
 3. A transition made by another replica reaches this one as
    ``breaker.apply_shared(state, open_for)``, called on the store's thread: the breaker
    enters `state` **now, as a normal transition** (new epoch, so outcomes of calls
@@ -45,7 +47,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Final, Protocol, runtime_checkable
+import weakref
+from typing import Any, Final, Protocol, runtime_checkable
 
 from ._config import CircuitBreakerConfig
 from ._state import CircuitState
@@ -55,10 +58,14 @@ __all__ = [
     "Lease",
     "LocalTransition",
     "LocalView",
+    "MonitoredStore",
     "ProbeOutcome",
     "SharedBreaker",
     "Store",
+    "StoreHealth",
     "StoreLink",
+    "live_stores",
+    "register_live_store",
 ]
 
 FLEET: Final = "fleet"
@@ -147,6 +154,11 @@ class StoreLink(Protocol):
         """True while the store is in touch with the fleet: probes need a lease."""
         ...
 
+    @property
+    def counts(self) -> bool:
+        """True if the store wants every CLOSED outcome through `counted()`."""
+        ...
+
     def published(self, transition: LocalTransition) -> None:
         """The breaker made `transition` on its own (call it after the lock is released)."""
         ...
@@ -172,15 +184,85 @@ class StoreLink(Protocol):
         ...
 
 
+@runtime_checkable
 class Store(Protocol):
     """A place where replicas share breaker state (`httpx_breaker.redis.RedisStore`)."""
 
-    def attach(
-        self, key: str, breaker: SharedBreaker, config: CircuitBreakerConfig
-    ) -> StoreLink:
+    def attach(self, key: str, breaker: SharedBreaker, config: CircuitBreakerConfig) -> StoreLink:
         """Share `key`'s state with the fleet through `breaker` (held weakly)."""
         ...
 
     def close(self) -> None:
         """Stop the store's background work; links fall back to local-only."""
         ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """How a `RedisStore` is doing, for health checks and exporters.
+
+    Attributes:
+        connected: in touch with the server: transitions are shared.
+        state: ``"connecting"`` (not yet connected), ``"connected"``,
+            ``"disconnected"`` (lost; breakers are local-only until it is back) or
+            ``"closed"``.
+        since: seconds (monotonic) since `state` last changed.
+        last_error: the last connection error (type and message, credentials removed).
+        reconnects: how many times the connection came back after a loss.
+        lag: seconds between the server applying the last transition heard from
+            another replica and this replica applying it (None before the first).
+        keys: keys this store shares.
+        queued: work waiting for the store's thread.
+        dropped: transitions not sent because the server was unreachable (the next
+            reconcile settles them).
+        messages: transitions heard from other replicas.
+    """
+
+    connected: bool
+    state: str
+    since: float
+    last_error: str | None
+    reconnects: int
+    lag: float | None
+    keys: int
+    queued: int
+    dropped: int
+    messages: int
+
+
+@runtime_checkable
+class MonitoredStore(Protocol):
+    """A store that tells its health: what the exporters and the dashboard read.
+
+    Reading any of these never does I/O.
+    """
+
+    @property
+    def namespace(self) -> str:
+        """The fleet's name on its server."""
+        ...
+
+    @property
+    def server(self) -> str:
+        """Where it connects, without credentials."""
+        ...
+
+    @property
+    def health(self) -> StoreHealth:
+        """A snapshot of the connection and the sync."""
+        ...
+
+
+# Every store made in the process, for exporters that export "everything".
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_live_store(store: MonitoredStore) -> None:
+    """Make `store` one of `live_stores()` for as long as it lives."""
+    _live.add(store)
+
+
+def live_stores() -> list[MonitoredStore]:
+    """Every live store of the process that is not closed, by namespace and server."""
+    stores = [s for s in list(_live) if s.health.state != "closed"]
+    return sorted(stores, key=lambda s: (s.namespace, s.server))

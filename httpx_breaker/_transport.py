@@ -35,6 +35,7 @@ from ._errors import CircuitOpenError, CircuitTimeoutError, RequestRejected
 from ._keys import default_key
 from ._registry import BreakerRegistry
 from ._retry_after import parse_retry_after
+from ._store import Store
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -69,17 +70,23 @@ class _Core:
         classifier: Classifier | None,
         key: Callable[[httpx.Request], str] | None,
         registry: BreakerRegistry | None,
+        store: Store | None,
     ) -> None:
         if registry is not None:
-            if default is not None or policies is not None:
+            given = [
+                name
+                for name, value in (("default", default), ("policies", policies), ("store", store))
+                if value is not None
+            ]
+            if given:
                 raise ValueError(
-                    "registry cannot be combined with default or policies: "
+                    f"registry cannot be combined with {' or '.join(given)}: "
                     "configure the BreakerRegistry itself"
                 )
             if not isinstance(registry, BreakerRegistry):
                 raise TypeError(f"registry must be a BreakerRegistry, got {registry!r}")
         else:
-            registry = BreakerRegistry(default=default, policies=policies)
+            registry = BreakerRegistry(default=default, policies=policies, store=store)
         if classifier is not None and not callable(classifier):
             raise TypeError(f"classifier must be callable, got {classifier!r}")
         if key is not None and not callable(key):
@@ -440,8 +447,11 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         classifier: `(request, response, exception) -> bool | None`; see
             `httpx_breaker.classifiers`. Defaults to the rules of `default_classifier`.
         key: `request -> str` naming the breaker of a request; host[:port] by default.
-        registry: a `BreakerRegistry` to use (and share); not together with `default`
-            or `policies`.
+        registry: a `BreakerRegistry` to use (and share); not together with `default`,
+            `policies` or `store`.
+        store: share the breakers' state with other processes through this store
+            (`httpx_breaker.redis.RedisStore`; see docs/fleet.md). Closing the
+            transport does not close the store.
 
     Raises:
         ValueError: a malformed policy pattern, or `registry` together with `default`
@@ -461,6 +471,7 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         classifier: Classifier | None = None,
         key: Callable[[httpx.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
+        store: Store | None = None,
     ) -> None:
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
@@ -473,6 +484,7 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
             classifier=classifier,
             key=key,
             registry=registry,
+            store=store,
         )
         self._transport = transport
 
@@ -485,6 +497,7 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         classifier: Classifier | None = None,
         key: Callable[[httpx.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
+        store: Store | None = None,
         **http_options: Any,
     ) -> AsyncCircuitBreakerTransport:
         """Wrap an `httpx.AsyncHTTPTransport(**http_options)` (``http2``, ``retries``,
@@ -500,6 +513,7 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
             classifier=classifier,
             key=key,
             registry=registry,
+            store=store,
         )
 
     @property
@@ -731,6 +745,7 @@ class CircuitBreakerTransport(httpx.BaseTransport):
         classifier: Classifier | None = None,
         key: Callable[[httpx.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
+        store: Store | None = None,
     ) -> None:
         if transport is None:
             transport = httpx.HTTPTransport()
@@ -743,6 +758,7 @@ class CircuitBreakerTransport(httpx.BaseTransport):
             classifier=classifier,
             key=key,
             registry=registry,
+            store=store,
         )
         self._transport = transport
 
@@ -755,6 +771,7 @@ class CircuitBreakerTransport(httpx.BaseTransport):
         classifier: Classifier | None = None,
         key: Callable[[httpx.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
+        store: Store | None = None,
         **http_options: Any,
     ) -> CircuitBreakerTransport:
         """Wrap an `httpx.HTTPTransport(**http_options)`; see the async twin."""
@@ -765,6 +782,7 @@ class CircuitBreakerTransport(httpx.BaseTransport):
             classifier=classifier,
             key=key,
             registry=registry,
+            store=store,
         )
 
     @property

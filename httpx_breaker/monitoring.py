@@ -12,6 +12,12 @@ Every function here takes the breakers to look at as `breakers`:
 
 Two breakers with the same name are shown once: the later one wins, as in
 `get_all_circuit_breakers()`.
+
+Shared stores (`httpx_breaker.redis.RedisStore`) are read along with the breakers:
+`dashboard()` and the exporters take ``stores=``, a list of stores (or a callable
+returning one); by default, the stores that go with `breakers`: every live store of
+the process that is not closed when `breakers` is None, a registry's own store when
+it is a `BreakerRegistry`, none otherwise.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from typing import Any, Literal, TypeAlias
 from ._breaker import CircuitBreaker
 from ._dashboard import build_dashboard, health_score
 from ._metrics import BreakerMetrics
-from ._registry import get_all_circuit_breakers
+from ._registry import BreakerRegistry, get_all_circuit_breakers
 from ._state import CircuitState
+from ._store import MonitoredStore, StoreHealth, live_stores
 
-__all__ = ["Alert", "BreakerSource", "alerts", "dashboard", "health_score"]
+__all__ = ["Alert", "BreakerSource", "StoreSource", "alerts", "dashboard", "health_score"]
 
 BreakerSource: TypeAlias = (
     Mapping[str, CircuitBreaker]
@@ -35,6 +42,10 @@ BreakerSource: TypeAlias = (
     | None
 )
 """What to read: None (every live breaker), a mapping, an iterable, or a callable."""
+
+StoreSource: TypeAlias = Iterable[Any] | Callable[[], Iterable[Any]] | None
+"""Which stores to read: None (those that go with the breakers), an iterable of
+stores, or a callable returning one."""
 
 
 def resolve_breakers(breakers: BreakerSource = None) -> list[CircuitBreaker]:
@@ -79,9 +90,85 @@ def freeze_source(breakers: BreakerSource) -> BreakerSource:
     )
 
 
-def dashboard(breakers: BreakerSource = None) -> dict[str, Any]:
+def resolve_stores(stores: StoreSource, breakers: BreakerSource = None) -> list[MonitoredStore]:
+    """The stores a `StoreSource` names right now (see the module docstring)."""
+    if stores is None:
+        if breakers is None:
+            return live_stores()
+        source = (
+            breakers() if callable(breakers) and not isinstance(breakers, Mapping) else breakers
+        )
+        store = source.store if isinstance(source, BreakerRegistry) else None
+        return [store] if isinstance(store, MonitoredStore) else []
+    found = stores() if callable(stores) else stores
+    if not isinstance(found, Iterable) or isinstance(found, (str, bytes)):
+        raise TypeError(
+            f"stores must be an iterable of stores or a callable returning one; got {found!r}"
+        )
+    checked = []
+    for store in found:
+        if not isinstance(store, MonitoredStore):
+            raise TypeError(
+                f"expected a store with namespace, server and health (a RedisStore), got {store!r}"
+            )
+        checked.append(store)
+    return checked
+
+
+def freeze_stores(stores: StoreSource) -> StoreSource:
+    """`stores` as something that can be read many times (see `freeze_source`)."""
+    if stores is None or isinstance(stores, Collection) or callable(stores):
+        return stores
+    if isinstance(stores, Iterable):
+        return tuple(stores)
+    raise TypeError(
+        f"stores must be an iterable of stores or a callable returning one; got {stores!r}"
+    )
+
+
+def store_rows(stores: Iterable[MonitoredStore]) -> list[tuple[str, str, StoreHealth]]:
+    """(namespace, server, health) per fleet, as the exporters label it.
+
+    Stores of one process with the same namespace and server (a process should make
+    one; tests make several) are one fleet link to an exporter, so they are merged:
+    connected only if all are, the least healthy state, the largest lag, the counts
+    added up.
+    """
+    merged: dict[tuple[str, str], StoreHealth] = {}
+    for store in stores:
+        label = (store.namespace, store.server)
+        health = store.health
+        before = merged.get(label)
+        merged[label] = health if before is None else _merge(before, health)
+    return [(namespace, server, health) for (namespace, server), health in merged.items()]
+
+
+_WORST_FIRST = ("disconnected", "connecting", "connected", "closed")
+
+
+def _merge(a: StoreHealth, b: StoreHealth) -> StoreHealth:
+    lags = [lag for lag in (a.lag, b.lag) if lag is not None]
+    return StoreHealth(
+        connected=a.connected and b.connected,
+        state=min(a.state, b.state, key=_WORST_FIRST.index),
+        since=min(a.since, b.since),
+        last_error=a.last_error or b.last_error,
+        reconnects=a.reconnects + b.reconnects,
+        lag=max(lags) if lags else None,
+        keys=a.keys + b.keys,
+        queued=a.queued + b.queued,
+        dropped=a.dropped + b.dropped,
+        messages=a.messages + b.messages,
+    )
+
+
+def dashboard(breakers: BreakerSource = None, *, stores: StoreSource = None) -> dict[str, Any]:
     """Dashboard data: a `summary` of counts by state, and `breakers` sorted by health,
     lowest first (ties by name), each with `name`, `state`, `metrics` and `health_score`.
+
+    With shared stores (see the module docstring), also `stores`: one entry per store
+    with its `namespace`, `server` (no credentials) and its health (`connected`,
+    `state`, `lag` in seconds or None, `reconnects`, `last_error`, ...).
 
     A breaker's `metrics` are the counters, `success_rate`, `failure_rate`,
     `average_response_time` (seconds), `throughput` (calls let through per second over
@@ -95,8 +182,16 @@ def dashboard(breakers: BreakerSource = None) -> dict[str, Any]:
     Args:
         breakers: the breakers to show (see the module docstring); every live breaker
             by default.
+        stores: the shared stores to show; by default those that go with `breakers`.
     """
-    return build_dashboard(resolve_breakers(breakers))
+    data = build_dashboard(resolve_breakers(breakers))
+    found = resolve_stores(stores, breakers)
+    if found:
+        data["stores"] = [
+            {"namespace": namespace, "server": server, **dataclasses.asdict(health)}
+            for namespace, server, health in store_rows(found)
+        ]
+    return data
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -41,6 +41,28 @@ Instruments, on the meter ``httpx_breaker`` (every one has the attribute
 
 The four bulkhead instruments report only breakers with `max_concurrent` set.
 
+For shared stores (`httpx_breaker.redis.RedisStore`; attributes
+``circuit_breaker.store.namespace`` and ``circuit_breaker.store.server``, the server's URL
+without credentials), read from `store.health` without touching Redis:
+
+- ``circuit_breaker.store.connected`` (observable gauge, ``1``): 1 while the store is in
+  touch with its server (breakers share state), 0 while they work locally only.
+- ``circuit_breaker.store.state`` (observable up-down counter, ``{store}``): by
+  ``circuit_breaker.store.state`` (``connecting``, ``connected``, ``disconnected``,
+  ``closed``), 1 for the current one.
+- ``circuit_breaker.store.sync_lag`` (observable gauge, ``s``): the delay between the
+  server applying the last transition this replica heard from another one and this
+  replica applying it (no point before the first).
+- ``circuit_breaker.store.reconnects`` (observable counter, ``{reconnect}``),
+  ``circuit_breaker.store.transitions_received`` and
+  ``circuit_breaker.store.transitions_dropped`` (observable counters, ``{transition}``).
+- ``circuit_breaker.store.keys`` and ``circuit_breaker.store.queued`` (observable
+  up-down counters, ``{key}`` and ``{operation}``).
+
+Which stores: ``register_metrics(stores=[store])``; by default the stores that go with
+`breakers`: every live store that is not closed for None, a registry's own store for a
+`BreakerRegistry`, none for other sources.
+
 ``circuit_breaker.name`` is the breaker's name, for a transport
 its host key. ``circuit_breaker.outcome`` is ``success``, ``failure`` or ``ignored``;
 unlike the Prometheus series there is no ``total`` value, because OpenTelemetry expects
@@ -80,12 +102,17 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from ._metrics import BreakerMetrics
 from ._state import CircuitState
+from ._store import StoreHealth
 from .monitoring import (
     BreakerSource,
+    StoreSource,
     freeze_source,
+    freeze_stores,
     resolve_breakers,
+    resolve_stores,
     state_change_counts,
     state_seconds,
+    store_rows,
 )
 
 __all__ = ["METER_NAME", "RegisteredMetrics", "register_metrics"]
@@ -95,6 +122,9 @@ METER_NAME = "httpx_breaker"
 
 _NAME = "circuit_breaker.name"
 _STATES = tuple(state.value for state in CircuitState)
+_NAMESPACE = "circuit_breaker.store.namespace"
+_SERVER = "circuit_breaker.store.server"
+_STORE_STATES = ("connecting", "connected", "disconnected", "closed")
 
 
 def _version() -> str | None:
@@ -117,8 +147,9 @@ class RegisteredMetrics:
         instruments: the observable instruments, in the order the module lists them.
     """
 
-    def __init__(self, meter: Meter, breakers: BreakerSource) -> None:
+    def __init__(self, meter: Meter, breakers: BreakerSource, stores: StoreSource = None) -> None:
         self._breakers = breakers
+        self._stores = stores
         self._closed = False
         self.meter = meter
         self.instruments = (
@@ -196,6 +227,57 @@ class RegisteredMetrics:
                 callbacks=[self._bulkhead_limit],
                 unit="{request}",
                 description="The circuit breaker's max_concurrent: most requests in flight.",
+            ),
+            meter.create_observable_gauge(
+                "circuit_breaker.store.connected",
+                callbacks=[self._store_connected],
+                unit="1",
+                description="1 while the shared store is in touch with its server, 0 while "
+                "breakers work locally only.",
+            ),
+            meter.create_observable_up_down_counter(
+                "circuit_breaker.store.state",
+                callbacks=[self._store_state],
+                unit="{store}",
+                description="1 for the shared store's connection state, 0 for the others.",
+            ),
+            meter.create_observable_gauge(
+                "circuit_breaker.store.sync_lag",
+                callbacks=[self._store_lag],
+                unit="s",
+                description="Delay between the server applying the last transition heard "
+                "from another replica and this replica applying it.",
+            ),
+            meter.create_observable_counter(
+                "circuit_breaker.store.reconnects",
+                callbacks=[self._store_reconnects],
+                unit="{reconnect}",
+                description="Times the shared store's connection came back after a loss.",
+            ),
+            meter.create_observable_counter(
+                "circuit_breaker.store.transitions_received",
+                callbacks=[self._store_received],
+                unit="{transition}",
+                description="Transitions heard from other replicas through the shared store.",
+            ),
+            meter.create_observable_counter(
+                "circuit_breaker.store.transitions_dropped",
+                callbacks=[self._store_dropped],
+                unit="{transition}",
+                description="Transitions not sent because the shared store's server was "
+                "unreachable.",
+            ),
+            meter.create_observable_up_down_counter(
+                "circuit_breaker.store.keys",
+                callbacks=[self._store_keys],
+                unit="{key}",
+                description="Breaker keys the shared store shares.",
+            ),
+            meter.create_observable_up_down_counter(
+                "circuit_breaker.store.queued",
+                callbacks=[self._store_queued],
+                unit="{operation}",
+                description="Work waiting for the shared store's thread.",
             ),
         )
 
@@ -283,6 +365,51 @@ class RegisteredMetrics:
             if m.bulkhead_limit is not None:
                 yield Observation(m.bulkhead_limit, {_NAME: name})
 
+    # -- shared stores ----------------------------------------------------------------
+
+    def _read_stores(self) -> Iterator[tuple[dict[str, str], StoreHealth]]:
+        if self._closed:
+            return
+        for namespace, server, health in store_rows(resolve_stores(self._stores, self._breakers)):
+            yield {_NAMESPACE: namespace, _SERVER: server}, health
+
+    def _store_connected(self, options: CallbackOptions) -> Iterable[Observation]:
+        for attributes, health in self._read_stores():
+            yield Observation(1 if health.connected else 0, attributes)
+
+    def _store_state(self, options: CallbackOptions) -> Iterable[Observation]:
+        for attributes, health in self._read_stores():
+            for value in _STORE_STATES:
+                yield Observation(
+                    1 if value == health.state else 0,
+                    {**attributes, "circuit_breaker.store.state": value},
+                )
+
+    def _store_lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        for attributes, health in self._read_stores():
+            if health.lag is not None:
+                yield Observation(health.lag, attributes)
+
+    def _store_reconnects(self, options: CallbackOptions) -> Iterable[Observation]:
+        for attributes, health in self._read_stores():
+            yield Observation(health.reconnects, attributes)
+
+    def _store_received(self, options: CallbackOptions) -> Iterable[Observation]:
+        for attributes, health in self._read_stores():
+            yield Observation(health.messages, attributes)
+
+    def _store_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
+        for attributes, health in self._read_stores():
+            yield Observation(health.dropped, attributes)
+
+    def _store_keys(self, options: CallbackOptions) -> Iterable[Observation]:
+        for attributes, health in self._read_stores():
+            yield Observation(health.keys, attributes)
+
+    def _store_queued(self, options: CallbackOptions) -> Iterable[Observation]:
+        for attributes, health in self._read_stores():
+            yield Observation(health.queued, attributes)
+
     def __repr__(self) -> str:
         return (
             f"<RegisteredMetrics on meter {self.meter.name!r}{' closed' if self._closed else ''}>"
@@ -290,7 +417,10 @@ class RegisteredMetrics:
 
 
 def register_metrics(
-    breakers: BreakerSource = None, *, meter_provider: MeterProvider | None = None
+    breakers: BreakerSource = None,
+    *,
+    meter_provider: MeterProvider | None = None,
+    stores: StoreSource = None,
 ) -> RegisteredMetrics:
     """Create the circuit breaker instruments on `meter_provider`'s ``httpx_breaker`` meter.
 
@@ -299,6 +429,8 @@ def register_metrics(
             breakers created later are picked up), a `BreakerRegistry` or other mapping
             of name to breaker, a list of breakers, or a callable returning either.
         meter_provider: the provider to register on; the global one by default.
+        stores: which shared stores to report (a list, or a callable returning one); by
+            default the stores that go with `breakers` (see the module docstring).
 
     Counters are exact and monotonic however many state changes happen between two
     collections: they come from the breaker's lifetime counters (`state_change_counts`,
@@ -308,4 +440,4 @@ def register_metrics(
     """
     provider = meter_provider if meter_provider is not None else get_meter_provider()
     meter = provider.get_meter(METER_NAME, _version())
-    return RegisteredMetrics(meter, freeze_source(breakers))
+    return RegisteredMetrics(meter, freeze_source(breakers), freeze_stores(stores))

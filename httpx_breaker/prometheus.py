@@ -44,6 +44,28 @@ For breakers with a bulkhead (`max_concurrent` set), and only for those:
 - ``circuit_breaker_bulkhead_limit{circuit_breaker}``: `max_concurrent`; saturation is
   ``circuit_breaker_bulkhead_in_flight_requests / circuit_breaker_bulkhead_limit``.
 
+Shared stores (`httpx_breaker.redis.RedisStore`; labels ``namespace`` and ``server``, the
+server's URL without credentials), read from `store.health` without touching Redis:
+
+- ``circuit_breaker_store_connected{namespace, server}``: 1 while the store is in touch
+  with its server (breakers share state), 0 while they work locally only.
+- ``circuit_breaker_store_state{namespace, server, state}``: 1 for the connection state
+  (``connecting``, ``connected``, ``disconnected``, ``closed``), 0 for the others.
+- ``circuit_breaker_store_sync_lag_seconds{namespace, server}``: the delay between the
+  server applying the last transition this replica heard from another one and this
+  replica applying it (no sample before the first).
+- ``circuit_breaker_store_reconnects_total``, ``circuit_breaker_store_transitions_received_total``
+  (transitions heard from other replicas) and
+  ``circuit_breaker_store_transitions_dropped_total`` (not sent while the server was
+  unreachable; the reconcile after reconnecting settles them).
+- ``circuit_breaker_store_keys`` (keys shared) and ``circuit_breaker_store_queued`` (work
+  waiting for the store's thread).
+
+Which stores: ``CircuitBreakerCollector(stores=[store])``; by default the stores that go
+with `breakers`: every live store that is not closed for None, a registry's own store
+for a `BreakerRegistry`, none for other sources. Store families appear in a scrape only
+when there is a store.
+
 Availability over any range comes from the state-seconds counter, for example the
 last hour, per breaker:
 
@@ -85,15 +107,21 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 from ._state import CircuitState
 from .monitoring import (
     BreakerSource,
+    StoreSource,
     freeze_source,
+    freeze_stores,
     resolve_breakers,
+    resolve_stores,
     state_change_counts,
     state_seconds,
+    store_rows,
 )
 
 __all__ = ["CircuitBreakerCollector"]
 
 _STATES = tuple(state.value for state in CircuitState)
+_STORE_STATES = ("connecting", "connected", "disconnected", "closed")
+_STORE_LABELS = ["namespace", "server"]
 
 
 class CircuitBreakerCollector:
@@ -104,6 +132,8 @@ class CircuitBreakerCollector:
             default; breakers created later are picked up), a `BreakerRegistry` or
             other mapping of name to breaker, a list of breakers, or a callable
             returning either, called on every scrape.
+        stores: which shared stores to export (a list, or a callable returning one);
+            by default the stores that go with `breakers` (see the module docstring).
 
     Counters are exact and monotonic however many state changes happen between two
     scrapes: they come from the breaker's lifetime counters (`state_change_counts`,
@@ -113,12 +143,13 @@ class CircuitBreakerCollector:
     zero, which Prometheus reads as a counter reset, as after a restart.
     """
 
-    def __init__(self, breakers: BreakerSource = None) -> None:
+    def __init__(self, breakers: BreakerSource = None, *, stores: StoreSource = None) -> None:
         self._breakers = freeze_source(breakers)
+        self._stores = freeze_stores(stores)
 
     def describe(self) -> Iterator[Metric]:
         """The metric families, without samples: lets a registry check names up front."""
-        return iter(self._families())
+        return iter((*self._families(), *self._store_families()))
 
     def collect(self) -> Iterator[Metric]:
         """Read every breaker now and yield the metric families."""
@@ -164,7 +195,83 @@ class CircuitBreakerCollector:
                 bulkhead_limit.add_metric([name], m.bulkhead_limit)
         # The last four, the bulkhead's, only when a breaker has one: a scrape of
         # breakers without `max_concurrent` stays exactly what it was.
-        return iter(families[:-4] + tuple(f for f in families[-4:] if f.samples))
+        breaker_families = families[:-4] + tuple(f for f in families[-4:] if f.samples)
+        stores = resolve_stores(self._stores, self._breakers)
+        if not stores:
+            return iter(breaker_families)
+        connected, store_state, lag, reconnects, received, dropped, keys, queued = (
+            store_families
+        ) = self._store_families()
+        for namespace, server, health in store_rows(stores):
+            labels = [namespace, server]
+            connected.add_metric(labels, 1.0 if health.connected else 0.0)
+            for value in _STORE_STATES:
+                store_state.add_metric([*labels, value], 1.0 if value == health.state else 0.0)
+            if health.lag is not None:
+                lag.add_metric(labels, health.lag)
+            reconnects.add_metric(labels, health.reconnects)
+            received.add_metric(labels, health.messages)
+            dropped.add_metric(labels, health.dropped)
+            keys.add_metric(labels, health.keys)
+            queued.add_metric(labels, health.queued)
+        return iter((*breaker_families, *store_families))
+
+    @staticmethod
+    def _store_families() -> tuple[
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        GaugeMetricFamily,
+    ]:
+        return (
+            GaugeMetricFamily(
+                "circuit_breaker_store_connected",
+                "1 while the shared store is in touch with its server, 0 while breakers "
+                "work locally only.",
+                labels=_STORE_LABELS,
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_store_state",
+                "1 for the shared store's connection state, 0 for the others.",
+                labels=[*_STORE_LABELS, "state"],
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_store_sync_lag_seconds",
+                "Delay between the server applying the last transition heard from another "
+                "replica and this replica applying it.",
+                labels=_STORE_LABELS,
+                unit="seconds",
+            ),
+            CounterMetricFamily(
+                "circuit_breaker_store_reconnects",
+                "Times the shared store's connection came back after a loss.",
+                labels=_STORE_LABELS,
+            ),
+            CounterMetricFamily(
+                "circuit_breaker_store_transitions_received",
+                "Transitions heard from other replicas through the shared store.",
+                labels=_STORE_LABELS,
+            ),
+            CounterMetricFamily(
+                "circuit_breaker_store_transitions_dropped",
+                "Transitions not sent because the shared store's server was unreachable.",
+                labels=_STORE_LABELS,
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_store_keys",
+                "Breaker keys the shared store shares.",
+                labels=_STORE_LABELS,
+            ),
+            GaugeMetricFamily(
+                "circuit_breaker_store_queued",
+                "Work waiting for the shared store's thread.",
+                labels=_STORE_LABELS,
+            ),
+        )
 
     @staticmethod
     def _families() -> tuple[

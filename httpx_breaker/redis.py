@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import hashlib
 import itertools
 import logging
@@ -61,6 +60,8 @@ from ._store import (
     LocalView,
     ProbeOutcome,
     SharedBreaker,
+    StoreHealth,
+    register_live_store,
 )
 
 if TYPE_CHECKING:
@@ -134,39 +135,6 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
 _LOST: Final = (redis.RedisError, OSError)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StoreHealth:
-    """How a `RedisStore` is doing, for health checks and exporters.
-
-    Attributes:
-        connected: in touch with the server: transitions are shared.
-        state: ``"connecting"`` (not yet connected), ``"connected"``,
-            ``"disconnected"`` (lost; breakers are local-only until it is back) or
-            ``"closed"``.
-        since: seconds (monotonic) since `state` last changed.
-        last_error: the last connection error (type and message, credentials removed).
-        reconnects: how many times the connection came back after a loss.
-        lag: seconds between the server applying the last transition heard from
-            another replica and this replica applying it (None before the first).
-        keys: keys this store shares.
-        queued: work waiting for the store's thread.
-        dropped: transitions not sent because the server was unreachable (the next
-            reconcile settles them).
-        messages: transitions heard from other replicas.
-    """
-
-    connected: bool
-    state: str
-    since: float
-    last_error: str | None
-    reconnects: int
-    lag: float | None
-    keys: int
-    queued: int
-    dropped: int
-    messages: int
-
-
 class _Link:
     """One key shared through a `RedisStore` (the `StoreLink` of the seam).
 
@@ -228,6 +196,10 @@ class _Link:
     @property
     def active(self) -> bool:
         return self._store._connected and not self.detached
+
+    @property
+    def counts(self) -> bool:
+        return self._store._share_counts
 
     def published(self, transition: LocalTransition) -> None:
         self.token = next(_tokens)
@@ -435,6 +407,7 @@ class RedisStore:
         self._next_count = math.inf
         self._start()
         _stores.add(self)
+        register_live_store(self)
 
     def _start(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
@@ -477,6 +450,11 @@ class RedisStore:
     def namespace(self) -> str:
         """The fleet this store belongs to on its server (the `namespace` argument)."""
         return self._namespace
+
+    @property
+    def server(self) -> str:
+        """The server's URL without credentials (as logs, health and exporters name it)."""
+        return self._display_url
 
     @property
     def connected(self) -> bool:
@@ -894,6 +872,7 @@ class RedisStore:
         return self._call(
             "push",
             link,
+            link.fleet_epoch,  # the fleet's state this replica last knew
             _CODE_OF[view.state],
             int(min(left, _MAX_PERIOD_MS / 1000) * 1000),
             view.failed_rounds,

@@ -2,7 +2,8 @@
 
 The site is built from ``docs/``, but some of what it shows lives elsewhere in the
 repository and must stay there: ``CHANGELOG.md`` and ``BENCHMARKS.md`` at the root
-(the benchmark run writes the latter, with its chart in ``benchmarks/``), and the
+(the benchmark run writes the latter, with its chart in ``benchmarks/``),
+``benchmarks/FLEET.md`` (the fleet benchmark's own report), and the
 runnable scripts in ``examples/``. These hooks add them to the site as generated
 pages (an example becomes a page showing its source) instead of copies that could
 drift, and rewrite a page's relative links to them (``../examples/presets.py``,
@@ -23,7 +24,11 @@ from mkdocs.structure.files import File, Files, InclusionLevel
 ROOT = Path(__file__).resolve().parent.parent
 
 # Where each generated page comes from in the repository, by its path on the site.
-_PAGES = {"changelog.md": "CHANGELOG.md", "benchmarks.md": "BENCHMARKS.md"}
+_PAGES = {
+    "changelog.md": "CHANGELOG.md",
+    "benchmarks.md": "BENCHMARKS.md",
+    "benchmarks-fleet.md": "benchmarks/FLEET.md",
+}
 # Files other than pages, copied as they are.
 _ASSETS = {"benchmarks/results.png": "benchmarks/results.png"}
 # A markdown link or image target: `](target)` or `](target "title")`.

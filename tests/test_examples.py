@@ -147,3 +147,36 @@ def test_example_runs_and_shows_what_it_claims(
     assert process.returncode == 0, out + err
     assert err == ""  # no traceback, no warning
     _assert_in_order(out, EXPECTED[script.name])
+
+
+# examples/fleet/: two replica processes sharing their breakers through Valkey.
+FLEET = EXAMPLES / "fleet" / "run.py"
+FLEET_EXPECTED = [
+    "A: breaker CLOSED -> OPEN (failure_threshold)",
+    "B: breaker CLOSED -> OPEN (fleet)",
+    "B: refused before any I/O (OPEN",
+    "the upstream received 3 failing requests: 3 from A, 0 from B",
+    "in the half-open round: 1 (",
+]
+
+
+def test_the_fleet_example_shares_one_breaker_between_two_processes() -> None:
+    """examples/fleet/run.py starts Valkey and two replicas: B opens from A's failures
+    without sending any, one probe goes out for both, and both close."""
+    from .redis_servers import binary_or_skip
+
+    binary_or_skip("valkey")
+    assert ast.get_docstring(ast.parse(FLEET.read_text()))
+    process = subprocess.run(
+        [sys.executable, "-W", "error", str(FLEET)],
+        capture_output=True,
+        text=True,
+        cwd=EXAMPLES.parent,
+        timeout=60,
+        check=False,  # the return code is asserted with the output, below
+    )
+    assert process.returncode == 0, process.stdout + process.stderr
+    assert process.stderr == ""
+    _assert_in_order(process.stdout, FLEET_EXPECTED)
+    for name in ("A", "B"):
+        assert f"{name}: breaker HALF_OPEN -> CLOSED" in process.stdout

@@ -220,7 +220,7 @@ def test_close_stops_reporting(
     """After close() the callbacks report nothing."""
     breaker = CircuitBreaker("closing", clock=clock)
     registered = register_metrics([breaker], meter_provider=provider)
-    assert len(registered.instruments) == 12
+    assert len(registered.instruments) == 20  # 8 for breakers, 4 bulkhead, 8 for stores
     assert _collect(reader)[0]
     registered.close()
     assert not _collect(reader)[0]

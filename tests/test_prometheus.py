@@ -379,6 +379,14 @@ def test_describe_names_the_families_without_reading_breakers() -> None:
         "circuit_breaker_bulkhead_in_flight_requests",
         "circuit_breaker_bulkhead_waiting_requests",
         "circuit_breaker_bulkhead_limit",
+        "circuit_breaker_store_connected",
+        "circuit_breaker_store_state",
+        "circuit_breaker_store_sync_lag_seconds",
+        "circuit_breaker_store_reconnects",
+        "circuit_breaker_store_transitions_received",
+        "circuit_breaker_store_transitions_dropped",
+        "circuit_breaker_store_keys",
+        "circuit_breaker_store_queued",
     ]
     assert all(not f.samples for f in families)
     registry = CollectorRegistry()

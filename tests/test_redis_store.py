@@ -368,6 +368,9 @@ def test_a_restarted_server_gets_the_open_state_back(server: Server) -> None:
         wait_until(lambda: len(shared_keys(server)) == 1, what="the pushed state")
         [state] = shared_keys(server).values()
         assert state["s"] == "o"
+        with server.client() as client:
+            seconds, micros = client.time()
+        assert int(state["u"]) - (seconds * 1000 + micros // 1000) > 29_000  # still 30 s
         assert all(s.health.reconnects == 1 for s in fleet.stores)
         # Scripts were loaded again on the new server: the next transition works.
         with server.client() as client:
@@ -392,6 +395,10 @@ def test_a_local_open_during_an_outage_is_pushed(server: Server) -> None:
         assert second.state is CLOSED
         server.start()
         wait_until(lambda: second.state is OPEN, what="the pushed open")
+        # With the period the opener has left (its clock stands still), not an ended one.
+        [(state, left, cause)] = second.applied
+        assert state is OPEN and left is not None and 29.0 < left <= 30.0
+        assert cause == "fleet"
     finally:
         fleet.close()
 

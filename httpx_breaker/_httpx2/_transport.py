@@ -39,6 +39,7 @@ from .._errors import CircuitOpenError, CircuitTimeoutError, RequestRejected
 from ._keys import default_key
 from .._registry import BreakerRegistry
 from .._retry_after import parse_retry_after
+from .._store import Store
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -73,17 +74,23 @@ class _Core:
         classifier: Classifier | None,
         key: Callable[[httpx2.Request], str] | None,
         registry: BreakerRegistry | None,
+        store: Store | None,
     ) -> None:
         if registry is not None:
-            if default is not None or policies is not None:
+            given = [
+                name
+                for name, value in (("default", default), ("policies", policies), ("store", store))
+                if value is not None
+            ]
+            if given:
                 raise ValueError(
-                    "registry cannot be combined with default or policies: "
+                    f"registry cannot be combined with {' or '.join(given)}: "
                     "configure the BreakerRegistry itself"
                 )
             if not isinstance(registry, BreakerRegistry):
                 raise TypeError(f"registry must be a BreakerRegistry, got {registry!r}")
         else:
-            registry = BreakerRegistry(default=default, policies=policies)
+            registry = BreakerRegistry(default=default, policies=policies, store=store)
         if classifier is not None and not callable(classifier):
             raise TypeError(f"classifier must be callable, got {classifier!r}")
         if key is not None and not callable(key):
@@ -444,8 +451,11 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         classifier: `(request, response, exception) -> bool | None`; see
             `httpx_breaker.classifiers`. Defaults to the rules of `default_classifier`.
         key: `request -> str` naming the breaker of a request; host[:port] by default.
-        registry: a `BreakerRegistry` to use (and share); not together with `default`
-            or `policies`.
+        registry: a `BreakerRegistry` to use (and share); not together with `default`,
+            `policies` or `store`.
+        store: share the breakers' state with other processes through this store
+            (`httpx_breaker.redis.RedisStore`; see docs/fleet.md). Closing the
+            transport does not close the store.
 
     Raises:
         ValueError: a malformed policy pattern, or `registry` together with `default`
@@ -465,6 +475,7 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         classifier: Classifier | None = None,
         key: Callable[[httpx2.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
+        store: Store | None = None,
     ) -> None:
         if transport is None:
             transport = httpx2.AsyncHTTPTransport()
@@ -477,6 +488,7 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             classifier=classifier,
             key=key,
             registry=registry,
+            store=store,
         )
         self._transport = transport
 
@@ -489,6 +501,7 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         classifier: Classifier | None = None,
         key: Callable[[httpx2.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
+        store: Store | None = None,
         **http_options: Any,
     ) -> AsyncCircuitBreakerTransport:
         """Wrap an `httpx2.AsyncHTTPTransport(**http_options)` (``http2``, ``retries``,
@@ -504,6 +517,7 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             classifier=classifier,
             key=key,
             registry=registry,
+            store=store,
         )
 
     @property
@@ -735,6 +749,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         classifier: Classifier | None = None,
         key: Callable[[httpx2.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
+        store: Store | None = None,
     ) -> None:
         if transport is None:
             transport = httpx2.HTTPTransport()
@@ -747,6 +762,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             classifier=classifier,
             key=key,
             registry=registry,
+            store=store,
         )
         self._transport = transport
 
@@ -759,6 +775,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         classifier: Classifier | None = None,
         key: Callable[[httpx2.Request], str] | None = None,
         registry: BreakerRegistry | None = None,
+        store: Store | None = None,
         **http_options: Any,
     ) -> CircuitBreakerTransport:
         """Wrap an `httpx2.HTTPTransport(**http_options)`; see the async twin."""
@@ -769,6 +786,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             classifier=classifier,
             key=key,
             registry=registry,
+            store=store,
         )
 
     @property
