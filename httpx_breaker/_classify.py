@@ -53,6 +53,11 @@ nested breaker's or bulkhead's refusal (`RequestRejected`), the caller's own mis
 wait for the client's own pool). `make_classifier`'s `ignored_exceptions` default."""
 
 
+CACHE_MARKERS: frozenset[str] = frozenset({"caching", "hishel_from_cache", "from_cache"})
+"""The response extensions in which a cache marks what it served (see `from_cache`): a
+response with none of them came from the network."""
+
+
 def from_cache(response: httpx.Response) -> bool:
     """Whether a caching layer below the breaker served `response` from its cache.
 
@@ -62,7 +67,7 @@ def from_cache(response: httpx.Response) -> bool:
     ignore it.
     """
     extensions = response.extensions
-    if not extensions:
+    if not extensions or CACHE_MARKERS.isdisjoint(extensions):
         return False
     caching = extensions.get("caching")
     if caching is not None:

@@ -284,20 +284,12 @@ async def test_recipe_counts_each_attempt_and_stops_when_the_breaker_opens(
 
 
 # The SDK (2.x and 3.x) breaks out of its SSE generators at "[DONE]" without closing
-# them; trio reports them when they are collected: the first filter lets those two by.
-# The second filter is for a defect of ours, seen with httpx2 only (see NOTES-sdk2.md):
-# httpx2 closes the generator it reads a body with, but the breaker's body wrapper is
-# an iterator, not a generator, so httpx2 cannot close it; the wrapper neither closes
-# the wrapped body's generator in `aclose()` nor reuses it when the SDK reads the body
-# a second time (to drain it), so httpx2's and httpcore2's generators are left behind.
+# them; trio reports them when they are collected: the filter lets those two by. (The
+# breaker's body wrapper closes what it iterates, and reuses it when the SDK reads the
+# body a second time to drain it, so none of httpx2's or httpcore2's is left behind.)
 @pytest.mark.filterwarnings(
     "ignore:Exception ignored in. <async_generator object "
     "(AsyncStream._iter_events|SSEDecoder.aiter_bytes) :pytest.PytestUnraisableExceptionWarning"
-)
-@pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object "
-    "(AsyncResponseStream.__aiter__|PoolByteStream.__aiter__|Response.aiter_bytes) "
-    ":pytest.PytestUnraisableExceptionWarning"
 )
 async def test_a_streamed_completion_through_the_breaker(api: FakeAPI, clock: FakeClock) -> None:
     """SSE chunks arrive whole, and the finished stream counts as one success."""

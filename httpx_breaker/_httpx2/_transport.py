@@ -22,7 +22,7 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -32,13 +32,20 @@ from . import _errors as httpx2_errors
 
 from .._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
 from .._bulkhead import Bulkhead
-from ._classify import DEFAULT_FAILURE_STATUSES, Classifier, default_classifier, from_cache
+from ._classify import (
+    CACHE_MARKERS,
+    DEFAULT_FAILURE_STATUSES,
+    Classifier,
+    default_classifier,
+    from_cache,
+)
 from .._config import CircuitBreakerConfig
 from .._deadline import cancel_scope, scope_now, sweeper_for
 from .._errors import CircuitOpenError, CircuitTimeoutError, RequestRejected
 from ._keys import default_key
 from .._registry import BreakerRegistry
 from .._retry_after import parse_retry_after
+from .._state import CircuitState
 from .._store import Store
 
 if TYPE_CHECKING:
@@ -50,6 +57,7 @@ logger = logging.getLogger("httpx_breaker")
 
 EXTENSION = "circuit_breaker"
 _OPTIONS = frozenset({"bypass", "policy", "key"})
+_CLOSED = CircuitState.CLOSED
 _running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 
@@ -63,7 +71,7 @@ def _traces(transport: object) -> bool:
 class _Core:
     """What both transports do around the wrapped transport, with no I/O of its own."""
 
-    __slots__ = ("by_url", "classifier", "closed", "key", "registry", "traces")
+    __slots__ = ("by_url", "classifier", "closed", "default_rules", "key", "registry", "traces")
 
     def __init__(
         self,
@@ -99,8 +107,12 @@ class _Core:
         self.classifier: Classifier = classifier or default_classifier
         self.key: Callable[[httpx2.Request], str] = key or default_key
         # With the default key function, the registry finds a request's breaker from its
-        # URL without building the key string.
-        self.by_url = key is None
+        # URL without building the key string (None: build it with `key`).
+        self.by_url: Callable[[httpx2.URL], CircuitBreaker] | None = (
+            registry._breaker_for_url if key is None else None
+        )
+        # Whether the default rules judge: a response then needs no classifier call.
+        self.default_rules = self.classifier is default_classifier
         # Set once the transport (or its client) is closed: errors after that are ours.
         self.closed = False
         # Whether the wrapped transport reports, through httpcore2's `trace` extension,
@@ -112,8 +124,8 @@ class _Core:
         """The request's breaker, or None when it bypasses the breaker (unless `bypass`
         is False: then the breaker it would use without bypassing)."""
         options = request.extensions.get(EXTENSION)
-        if options is None and self.by_url:
-            return self.registry._breaker_for_url(request.url)
+        if options is None and self.by_url is not None:
+            return self.by_url(request.url)
         policy = key = None
         if options is not None:
             if not isinstance(options, Mapping):
@@ -149,17 +161,6 @@ class _Core:
                 # The type only: the value (a URL, the request) may hold credentials.
                 raise TypeError(f"the key function must return a str, got {type(key).__name__}")
         return self.registry.breaker_for(key, policy=policy)
-
-    def admit(self, request: httpx2.Request) -> tuple[CircuitBreaker, int] | None:
-        """The request's breaker and permit, None to bypass; raises CircuitOpenError."""
-        breaker = self.breaker_for(request)
-        if breaker is None:
-            return None
-        try:
-            return breaker, breaker.admit()
-        except CircuitOpenError as exc:
-            httpx2_errors.adopt(exc, request)
-            raise
 
     def outcome(
         self,
@@ -264,26 +265,27 @@ def _finish(
 
     `start` to `end` is the time to the headers; the outcome is known now, at close.
     """
-    if error is None and core.classifier is default_classifier:
+    clock = breaker._clock
+    if error is None and core.default_rules:
         # The default rules for a response that arrived whole, without the call.
         if response.status_code not in DEFAULT_FAILURE_STATUSES:
             if from_cache(response):
-                breaker.record(token, IGNORED, start, end, None, breaker.clock())
+                breaker.record(token, IGNORED, start, end, None, clock())
             else:
-                breaker.record_success(token, start, end, breaker.clock())
+                breaker.record_success(token, start, end, clock())
             return
         outcome = IGNORED if from_cache(response) else FAILURE
     else:
         outcome = core.outcome(breaker, request, response, error)
         if outcome == SUCCESS:
-            breaker.record_success(token, start, end, breaker.clock())
+            breaker.record_success(token, start, end, clock())
             return
     retry_after = None
     if outcome == FAILURE and breaker.config.respect_retry_after:
         header = response.headers.get("retry-after")
         if header is not None:
             retry_after = parse_retry_after(header)
-    breaker.record(token, outcome, start, end, retry_after, breaker.clock())
+    breaker.record(token, outcome, start, end, retry_after, clock())
 
 
 class _Tracked:
@@ -293,6 +295,7 @@ class _Tracked:
     __slots__ = (
         "_breaker",
         "_bulkhead",
+        "_chunks",
         "_core",
         "_end",
         "_error",
@@ -316,12 +319,14 @@ class _Tracked:
         bulkhead: Bulkhead | None,
     ) -> None:
         self._stream = stream  # the wrapped transport's byte stream
+        self._chunks: Any = None  # its iterator, while one is open
         # None once the outcome is settled (from the start with outcome_at="headers").
         self._core: _Core | None = core
         self._breaker = breaker
         self._token = token
         self._request = request
-        # Dropped once the outcome is settled: the stream then keeps nothing of the response.
+        # Dropped once the outcome is settled: the stream then keeps nothing of the
+        # response (they would hold each other until the garbage collector came by).
         self._response: httpx2.Response | None = response
         self._start = start
         self._end = end
@@ -334,15 +339,22 @@ class _Tracked:
             self._core = None
             response = self._response
             assert response is not None
+            self._response = None
             breaker, error = self._breaker, self._error
-            try:
+            if (
+                error is None
+                and core.default_rules
+                and response.status_code not in DEFAULT_FAILURE_STATUSES
+                and (not response.extensions or CACHE_MARKERS.isdisjoint(response.extensions))
+            ):
+                # The default rules' verdict on a response read to the end (or left
+                # early): a success. The rest, `_finish` decides.
+                breaker.record_success(self._token, self._start, self._end, breaker._clock())
+            else:
+                self._error = None
                 _finish(
                     core, breaker, self._token, self._request, response, error, self._start, self._end
                 )
-            finally:
-                # Drop references the breaker does not need: a long-lived response holds less.
-                self._error = None
-                self._response = None
         bulkhead = self._bulkhead
         if bulkhead is not None:
             self._bulkhead = None
@@ -362,26 +374,50 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
     """The wrapped body: an iterator, not a generator, so that a caller who stops
     reading early (breaks out of a loop, closes the response) leaves no generator to be
     finalised with `GeneratorExit`: walking away is not an error, and the response is
-    judged as if it had been read."""
+    judged as if it had been read. Closing it closes what it iterates, even when the
+    reader stopped half way, so no generator of the wrapped transport is left open."""
 
-    __slots__ = ("_chunks",)
+    __slots__ = ()
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        self._chunks = self._stream.__aiter__()
+        if self._chunks is None:
+            self._chunks = self._stream.__aiter__()
         return self
 
     async def __anext__(self) -> bytes:
         try:
             chunk: bytes = await self._chunks.__anext__()
         except StopAsyncIteration:
+            self._chunks = None  # read to the end: nothing left to close
             raise
         except BaseException as exc:
             self._error = exc
             raise
         return chunk
 
-    async def aclose(self) -> None:
+    def aclose(self) -> Awaitable[None]:  # type: ignore[override]  # awaited like the original
+        # Not a coroutine of its own: the outcome is known now, so it is settled now and
+        # the caller awaits the wrapped stream's own close (one coroutine less per
+        # response). Only a body left half read takes the longer way, to close what we
+        # were iterating first.
+        if self._chunks is not None:
+            return self._aclose_iterator()
         try:
+            self._settle()
+        except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
+            return self._aclose_then_raise(exc)
+        return self._stream.aclose()  # type: ignore[no-any-return]
+
+    async def _aclose_then_raise(self, exc: BaseException) -> None:
+        await self._stream.aclose()
+        raise exc
+
+    async def _aclose_iterator(self) -> None:
+        try:
+            chunks, self._chunks = self._chunks, None
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
             await self._stream.aclose()
         finally:
             self._settle()
@@ -390,16 +426,18 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
 class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
     """The sync twin of `_AsyncTrackedStream`."""
 
-    __slots__ = ("_chunks",)
+    __slots__ = ()
 
     def __iter__(self) -> Iterator[bytes]:
-        self._chunks = iter(self._stream)
+        if self._chunks is None:
+            self._chunks = iter(self._stream)
         return self
 
     def __next__(self) -> bytes:
         try:
             chunk: bytes = next(self._chunks)
         except StopIteration:
+            self._chunks = None
             raise
         except BaseException as exc:
             self._error = exc
@@ -408,6 +446,12 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
 
     def close(self) -> None:
         try:
+            chunks = self._chunks
+            if chunks is not None:
+                self._chunks = None
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
             self._stream.close()
         finally:
             self._settle()
@@ -562,37 +606,61 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                 function returned something that is not a `str`.
         """
         core = self._core
-        admitted = core.admit(request)
-        if admitted is None:
-            return await self._transport.handle_async_request(request)
-        breaker, token = admitted
+        by_url = core.by_url
+        if by_url is not None and EXTENSION not in request.extensions:
+            # The common case: the default key, no per-request options.
+            breaker = by_url(request.url)
+        else:
+            maybe = core.breaker_for(request)
+            if maybe is None:  # bypassed
+                return await self._transport.handle_async_request(request)
+            breaker = maybe
+        # `breaker.admit()`, inlined: CLOSED is two reads; any other state takes the
+        # engine's slow path (a probe, or a refusal that names the request).
+        token = breaker._epoch
+        state = breaker._state
+        if state is not _CLOSED:
+            try:
+                token = breaker._admit_slow()
+            except CircuitOpenError as exc:
+                httpx2_errors.adopt(exc, request)
+                raise
+            state = breaker._state
         bulkhead = breaker._bulkhead  # None without max_concurrent: the default costs one read
         if bulkhead is not None and not bulkhead.try_acquire():
             token, bulkhead = await self._wait_for_slot(breaker, token, request)
-        state = breaker._state
-        clock = breaker.clock
+            state = breaker._state
+        clock = breaker._clock
         start = clock()  # after any wait for a slot: queueing here is not the host's time
-        timeout = breaker.config.timeout
+        config = breaker._config
+        timeout = config.timeout
         try:
             if timeout is None:
                 response = await self._transport.handle_async_request(request)
             else:
-                response = await self._send_with_deadline(request, breaker.name, timeout)
+                response = await self._send_with_deadline(request, breaker._name, timeout)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead)
             raise
-        return core.respond(
-            breaker,
-            token,
-            request,
-            response,
-            state,
-            start,
-            clock(),
-            None,
-            _AsyncTrackedStream,
-            bulkhead,
+        end = clock()
+        if response.is_closed or config.outcome_at != "close":
+            return core.respond(
+                breaker,
+                token,
+                request,
+                response,
+                state,
+                start,
+                end,
+                None,
+                _AsyncTrackedStream,
+                bulkhead,
+            )
+        response.stream = _AsyncTrackedStream(
+            response.stream, core, breaker, token, request, response, start, end, bulkhead
         )
+        response.extensions[EXTENSION] = {"key": breaker._name, "state": state, "breaker": breaker}
+        return response
 
     @staticmethod
     async def _wait_for_slot(
@@ -820,23 +888,37 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                 function returned something that is not a `str`.
         """
         core = self._core
-        admitted = core.admit(request)
-        if admitted is None:
-            return self._transport.handle_request(request)
-        breaker, token = admitted
+        by_url = core.by_url
+        if by_url is not None and EXTENSION not in request.extensions:
+            breaker = by_url(request.url)  # see the async twin
+        else:
+            maybe = core.breaker_for(request)
+            if maybe is None:  # bypassed
+                return self._transport.handle_request(request)
+            breaker = maybe
+        token = breaker._epoch
+        state = breaker._state
+        if state is not _CLOSED:
+            try:
+                token = breaker._admit_slow()
+            except CircuitOpenError as exc:
+                httpx2_errors.adopt(exc, request)
+                raise
+            state = breaker._state
         bulkhead = breaker._bulkhead  # None without max_concurrent: the default costs one read
         if bulkhead is not None and not bulkhead.try_acquire():
             token, bulkhead = self._wait_for_slot(breaker, token, request)
-        state = breaker._state
-        clock = breaker.clock
+            state = breaker._state
+        clock = breaker._clock
         start = clock()  # after any wait for a slot: queueing here is not the host's time
-        timeout = breaker.config.timeout
+        config = breaker._config
+        timeout = config.timeout
         overrun = None
         try:
             if timeout is None:
                 response = self._transport.handle_request(request)
             else:
-                bound = _SyncDeadline(core, request, breaker.name, timeout, clock)
+                bound = _SyncDeadline(core, request, breaker._name, timeout, clock)
                 try:
                     response = self._transport.handle_request(request)
                 except httpx2.TimeoutException as exc:
