@@ -778,9 +778,9 @@ class CircuitBreakerTransport(httpx.BaseTransport):
     TLS, send, wait for headers) gets at most what is left of the deadline as its
     timeout, counted from the moment the request got a connection, and running out
     raises `CircuitTimeoutError`; the body keeps httpx's own timeouts. Headers that
-    still arrive later than `timeout` (a server trickling them, or a wrapped transport
-    that cannot be bounded) are recorded as a failure, and the response is returned
-    all the same.
+    still arrive later than `timeout` (a server trickling them, a wrapped transport
+    that cannot be bounded, or an HTTP/2 connection, whose reads serve every request
+    on it) are recorded as a failure, and the response is returned all the same.
 
     ```python
     transport = CircuitBreakerTransport(default=CircuitBreakerConfig(failure_threshold=5))
@@ -1039,7 +1039,15 @@ class _SyncDeadline:
             left = self.timeout - (now - self._t0)
             if left <= 0:
                 raise CircuitTimeoutError(self.name, self.timeout)
-            self._cap(left)
+            if event.startswith("http2."):
+                # An HTTP/2 connection carries other requests' streams too, and httpcore
+                # fails every one of them after a read or write timeout: no lowered
+                # timeout there. The deadline is checked at each step and at the
+                # headers (a late response is recorded as a failure).
+                _restore(self._extensions, "timeout", self._timeouts)
+                self.capped = False
+            else:
+                self._cap(left)
         user_trace = self._user_trace
         if user_trace is not None:
             user_trace(event, info)
