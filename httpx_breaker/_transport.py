@@ -145,12 +145,19 @@ class _Core:
             if wants_bypass and bypass:
                 return None
             policy = options.get("policy")
+            if policy is not None and not isinstance(policy, str):
+                raise TypeError(
+                    f'request.extensions["{EXTENSION}"]["policy"] must be a str, '
+                    f"got {type(policy).__name__}"
+                )
             key = options.get("key")
             if key is not None and not isinstance(key, str):
                 raise TypeError(
                     f'request.extensions["{EXTENSION}"]["key"] must be a str, '
                     f"got {type(key).__name__}"
                 )
+            if key == "":
+                raise ValueError(f'request.extensions["{EXTENSION}"]["key"] must not be empty')
         if key is None:
             key = self.key(request)
             if not isinstance(key, str):
@@ -596,9 +603,9 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
                 not arrive within it (counted from the moment the request got a
                 connection).
             ValueError: ``extensions["circuit_breaker"]`` holds an unknown option, or
-                a ``policy`` that is not a pattern of the policies.
+                a ``policy`` that is not a pattern of the policies, or an empty ``key``.
             TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
-                ``bypass`` not a `bool` or its ``key`` not a `str`; or the `key`
+                ``bypass`` not a `bool`, its ``policy`` or ``key`` not a `str`; or the `key`
                 function returned something that is not a `str`.
         """
         core = self._core
@@ -878,9 +885,9 @@ class CircuitBreakerTransport(httpx.BaseTransport):
             CircuitTimeoutError: the policy sets `timeout` and a step up to the response
                 headers ran out of it.
             ValueError: ``extensions["circuit_breaker"]`` holds an unknown option, or
-                a ``policy`` that is not a pattern of the policies.
+                a ``policy`` that is not a pattern of the policies, or an empty ``key``.
             TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
-                ``bypass`` not a `bool` or its ``key`` not a `str`; or the `key`
+                ``bypass`` not a `bool`, its ``policy`` or ``key`` not a `str`; or the `key`
                 function returned something that is not a `str`.
         """
         core = self._core
