@@ -587,6 +587,12 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         Accepts a URL (`str` or `httpx2.URL`) or an `httpx2.Request`, whose per-request
         options (``extensions["circuit_breaker"]``: ``key``, ``policy``) are honoured;
         a request that would bypass the breaker gets the breaker it would otherwise use.
+
+        Raises:
+            ValueError: the URL has no host (``"api.example.com"``, without a scheme,
+                is a relative URL) and no key function or ``key`` option names the
+                breaker instead.
+            TypeError: `url` is none of those types.
         """
         return _breaker_for_url(self._core, url)
 
@@ -1095,6 +1101,15 @@ def _breaker_for_url(core: _Core, url: str | httpx2.URL | httpx2.Request) -> Cir
         request = httpx2.Request("GET", url)
     else:
         raise TypeError(f"url must be a str, an httpx2.URL or an httpx2.Request, got {url!r}")
+    if core.by_url is not None and not request.url.host:
+        # The default key is the host: without one ("api.example.com" has no scheme, so
+        # it parses as a path) no request would use the breaker this returned.
+        options = request.extensions.get(EXTENSION)
+        if not (isinstance(options, Mapping) and options.get("key") is not None):
+            raise ValueError(
+                "the URL has no host, so no breaker (give an absolute URL such as "
+                "'https://api.example.com/')"
+            )
     breaker = core.breaker_for(request, bypass=False)
     assert breaker is not None
     return breaker

@@ -1,0 +1,31 @@
+"""Bad input a newcomer gives, found by using 0.2 as users do: each gets a clear error."""
+
+from __future__ import annotations
+
+import pytest
+
+from .libraries import Library
+
+# What people type when they mean a host: no scheme, so httpx parses a relative URL.
+NO_HOST = ["api.example.com", "api.example.com:8443", "localhost:8080", "/users/1", ""]
+
+
+@pytest.mark.parametrize("url", NO_HOST)
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+def test_breaker_for_url_without_a_host_is_a_value_error(lib: Library, url: str, sync: bool) -> None:
+    """`breaker_for_url("api.example.com")` (no scheme) raises ValueError, as
+    `keys.key_for_url` does, instead of making and returning a breaker named ""
+    that no request to the host would ever use."""
+    kind = lib.CircuitBreakerTransport if sync else lib.AsyncCircuitBreakerTransport
+    transport = kind()
+    with pytest.raises(ValueError, match="no host"):
+        transport.breaker_for_url(url)
+    assert len(transport.registry) == 0
+
+
+def test_breaker_for_url_of_a_custom_key_needs_no_host(lib: Library) -> None:
+    """A key function (or a per-request key) names the breaker without the URL's host."""
+    transport = lib.CircuitBreakerTransport(key=lambda request: "backend")
+    assert transport.breaker_for_url("/users/1").name == "backend"
+    request = lib.Request("GET", "/users/1", extensions={"circuit_breaker": {"key": "users"}})
+    assert lib.CircuitBreakerTransport().breaker_for_url(request).name == "users"
