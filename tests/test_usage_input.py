@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from httpx_breaker import CircuitState
+from httpx_breaker.testing import set_state
+
 from .libraries import Library
 
 # What people type when they mean a host: no scheme, so httpx parses a relative URL.
@@ -29,3 +32,16 @@ def test_breaker_for_url_of_a_custom_key_needs_no_host(lib: Library) -> None:
     assert transport.breaker_for_url("/users/1").name == "backend"
     request = lib.Request("GET", "/users/1", extensions={"circuit_breaker": {"key": "users"}})
     assert lib.CircuitBreakerTransport().breaker_for_url(request).name == "users"
+
+
+@pytest.mark.parametrize("url", ["https://api.example.com", "http://api.example.com/users/1"])
+def test_set_state_with_a_url_for_a_key_warns(lib: Library, url: str) -> None:
+    """`set_state(transport, "https://api.example.com", OPEN)` names a breaker no request
+    uses (default keys are "host[:port]"; only a key function could make that key): it
+    warns, saying how to reach a URL's breaker, rather than leave the test wondering
+    why the host's breaker stayed closed."""
+    transport = lib.CircuitBreakerTransport()
+    with pytest.warns(UserWarning, match=r"breaker_for_url\(url\)"):
+        set_state(transport, url, CircuitState.OPEN)
+    breaker = set_state(transport.breaker_for_url(url), CircuitState.OPEN)
+    assert breaker.name == "api.example.com"
