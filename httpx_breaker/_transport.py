@@ -67,7 +67,7 @@ def _traces(transport: object) -> bool:
 class _Core:
     """What both transports do around the wrapped transport, with no I/O of its own."""
 
-    __slots__ = ("by_url", "classifier", "closed", "default_rules", "key", "registry", "traces")
+    __slots__ = ("by_url", "classifier", "closes", "default_rules", "key", "registry", "traces")
 
     def __init__(
         self,
@@ -109,8 +109,11 @@ class _Core:
         )
         # Whether the default rules judge: a response then needs no classifier call.
         self.default_rules = self.classifier is default_classifier
-        # Set once the transport (or its client) is closed: errors after that are ours.
-        self.closed = False
+        # How many times the transport (or a client over it) was closed. A request keeps
+        # the count it was admitted under: an error after a close since then is ours, not
+        # the host's. A count, not a flag: a transport shared by clients that come and
+        # go (each closes it on leaving its block) serves requests after a close.
+        self.closes = 0
         # Whether the wrapped transport reports, through httpcore's `trace` extension,
         # when a request gets its connection: known for httpx's own transports, learned
         # from the first traced request for any other. Deadlines then start there.
@@ -171,11 +174,13 @@ class _Core:
         request: httpx.Request,
         response: httpx.Response | None,
         exc: BaseException | None,
+        closes: int,
     ) -> int:
         """Ask the classifier; cancellations, excluded exceptions and errors caused by
-        closing the transport are ignored first."""
+        closing the transport (since the request was admitted, when the count of closes
+        was `closes`) are ignored first."""
         if exc is not None:
-            if not isinstance(exc, Exception) or self.closed:
+            if not isinstance(exc, Exception) or closes != self.closes:
                 return IGNORED
             excluded = breaker.config.exclude_exceptions
             if excluded and isinstance(exc, excluded):
@@ -199,12 +204,14 @@ class _Core:
         exc: BaseException,
         start: float,
         bulkhead: Bulkhead | None,
+        closes: int,
     ) -> None:
         """Record a request that ended with no response; give back its slot."""
         try:
             if isinstance(exc, CircuitTimeoutError):
                 exc.request = request
-            breaker.record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
+            outcome = self.outcome(breaker, request, None, exc, closes)
+            breaker.record(token, outcome, start, breaker.clock())
         finally:
             if bulkhead is not None:
                 bulkhead.release()
@@ -221,6 +228,7 @@ class _Core:
         overrun: CircuitTimeoutError | None,
         tracked: type[_Tracked],
         bulkhead: Bulkhead | None,
+        closes: int,
     ) -> httpx.Response:
         """Record the outcome now, or wrap the body to record it when it is closed.
 
@@ -232,7 +240,7 @@ class _Core:
             # again, so the outcome is known now. Wrapping it would also nest wrappers
             # around a response object that an inner transport hands out repeatedly.
             try:
-                _finish(self, breaker, token, request, response, overrun, start, end)
+                _finish(self, breaker, token, request, response, overrun, start, end, closes)
             finally:
                 if bulkhead is not None:
                     bulkhead.release()
@@ -241,12 +249,21 @@ class _Core:
             # slot, which it holds until it is closed.
             if bulkhead is not None:
                 response.stream = tracked(  # type: ignore[assignment]  # as below
-                    response.stream, None, breaker, token, request, None, 0.0, 0.0, bulkhead
+                    response.stream, None, breaker, token, request, None, 0.0, 0.0, bulkhead, 0
                 )
-            _finish(self, breaker, token, request, response, overrun, start, end)
+            _finish(self, breaker, token, request, response, overrun, start, end, closes)
         else:
             stream = tracked(
-                response.stream, self, breaker, token, request, response, start, end, bulkhead
+                response.stream,
+                self,
+                breaker,
+                token,
+                request,
+                response,
+                start,
+                end,
+                bulkhead,
+                closes,
             )
             stream._error = overrun
             response.stream = stream  # type: ignore[assignment]  # one of the two stream classes
@@ -263,10 +280,12 @@ def _finish(
     error: BaseException | None,
     start: float,
     end: float,
+    closes: int,
 ) -> None:
     """Record the outcome of a request that got a response (Retry-After included).
 
     `start` to `end` is the time to the headers; the outcome is known now, at close.
+    `closes` is the transport's count of closes when the request was admitted.
     """
     clock = breaker._clock
     if error is None and core.default_rules:
@@ -279,7 +298,7 @@ def _finish(
             return
         outcome = IGNORED if from_cache(response) else FAILURE
     else:
-        outcome = core.outcome(breaker, request, response, error)
+        outcome = core.outcome(breaker, request, response, error, closes)
         if outcome == SUCCESS:
             breaker.record_success(token, start, end, clock())
             return
@@ -299,6 +318,7 @@ class _Tracked:
         "_breaker",
         "_bulkhead",
         "_chunks",
+        "_closes",
         "_core",
         "_end",
         "_error",
@@ -320,6 +340,7 @@ class _Tracked:
         start: float,
         end: float,
         bulkhead: Bulkhead | None,
+        closes: int,
     ) -> None:
         self._stream = stream  # the wrapped transport's byte stream
         self._chunks: Any = None  # its iterator, while one is open
@@ -335,6 +356,7 @@ class _Tracked:
         self._end = end
         self._error: BaseException | None = None
         self._bulkhead = bulkhead  # the slot held until close, if any
+        self._closes = closes  # the transport's count of closes at admission
 
     def _settle(self) -> None:
         core = self._core
@@ -356,7 +378,15 @@ class _Tracked:
             else:
                 self._error = None
                 _finish(
-                    core, breaker, self._token, self._request, response, error, self._start, self._end
+                    core,
+                    breaker,
+                    self._token,
+                    self._request,
+                    response,
+                    error,
+                    self._start,
+                    self._end,
+                    self._closes,
                 )
         bulkhead = self._bulkhead
         if bulkhead is not None:
@@ -641,6 +671,7 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
             state = breaker._state
         clock = breaker._clock
         start = clock()  # after any wait for a slot: queueing here is not the host's time
+        closes = core.closes
         config = breaker._config
         timeout = config.timeout
         try:
@@ -649,7 +680,7 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
             else:
                 response = await self._send_with_deadline(request, breaker._name, timeout)
         except BaseException as exc:
-            core.failed(breaker, token, request, exc, start, bulkhead)
+            core.failed(breaker, token, request, exc, start, bulkhead, closes)
             raise
         end = clock()
         if response.is_closed or config.outcome_at != "close":
@@ -664,9 +695,10 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
                 None,
                 _AsyncTrackedStream,
                 bulkhead,
+                closes,
             )
         response.stream = _AsyncTrackedStream(
-            response.stream, core, breaker, token, request, response, start, end, bulkhead
+            response.stream, core, breaker, token, request, response, start, end, bulkhead, closes
         )
         response.extensions[EXTENSION] = {"key": breaker._name, "state": state, "breaker": breaker}
         return response
@@ -774,12 +806,12 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
-        self._core.closed = True
+        self._core.closes += 1
         await self._transport.__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
         """Close the wrapped transport (the client does this when it is closed)."""
-        self._core.closed = True
+        self._core.closes += 1
         await self._transport.aclose()
 
 
@@ -920,6 +952,7 @@ class CircuitBreakerTransport(httpx.BaseTransport):
             state = breaker._state
         clock = breaker._clock
         start = clock()  # after any wait for a slot: queueing here is not the host's time
+        closes = core.closes
         config = breaker._config
         timeout = config.timeout
         overrun = None
@@ -942,7 +975,7 @@ class CircuitBreakerTransport(httpx.BaseTransport):
                 if clock() - start > timeout:
                     overrun = CircuitTimeoutError(breaker.name, timeout, request=request)
         except BaseException as exc:
-            core.failed(breaker, token, request, exc, start, bulkhead)
+            core.failed(breaker, token, request, exc, start, bulkhead, closes)
             raise
         return core.respond(
             breaker,
@@ -955,6 +988,7 @@ class CircuitBreakerTransport(httpx.BaseTransport):
             overrun,
             _SyncTrackedStream,
             bulkhead,
+            closes,
         )
 
     @staticmethod
@@ -981,12 +1015,12 @@ class CircuitBreakerTransport(httpx.BaseTransport):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
-        self._core.closed = True
+        self._core.closes += 1
         self._transport.__exit__(exc_type, exc_value, traceback)
 
     def close(self) -> None:
         """Close the wrapped transport (the client does this when it is closed)."""
-        self._core.closed = True
+        self._core.closes += 1
         self._transport.close()
 
 

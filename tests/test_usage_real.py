@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from httpx_breaker import CircuitBreakerConfig, CircuitState
+from httpx_breaker.testing import Upstream
 
 from .libraries import Library
 from .servers import Server
@@ -89,3 +90,68 @@ async def test_async_deadline_never_cuts_another_stream_on_the_http2_connection(
     assert breaker.state is CircuitState.CLOSED
     metrics = breaker.get_metrics()
     assert (metrics.successful_requests, metrics.failed_requests) == (1, 1)
+
+
+# -- a transport shared by clients that come and go ------------------------------------
+#
+# `with httpx.Client(transport=shared) as client:` per call is how code shares one
+# transport's breakers between short-lived clients; each client closes the transport
+# when it leaves its block (httpx's transport pool works on after a close).
+
+
+async def test_a_transport_reused_by_successive_clients_keeps_counting_failures(
+    lib: Library, upstream: Upstream
+) -> None:
+    """Errors after an earlier client closed the transport are the host's again: a reset
+    connection and a body cut mid-stream count as failures in every client's turn (they
+    used to be ignored as "caused by closing" from the first close on, for good)."""
+    transport = lib.AsyncCircuitBreakerTransport(
+        default=CircuitBreakerConfig(failure_threshold=100)
+    )
+    for _ in range(3):
+        async with lib.AsyncClient(transport=transport) as client:
+            with pytest.raises(lib.TransportError):
+                await client.get(f"{upstream.url}/reset")
+            with pytest.raises(lib.TransportError):
+                await client.get(f"{upstream.url}/cut")
+    metrics = transport.breaker_for_url(upstream.url).get_metrics()
+    assert (metrics.failed_requests, metrics.ignored_requests) == (6, 0)
+
+
+def test_a_transport_reused_by_successive_clients_keeps_counting_failures_sync(
+    lib: Library, upstream: Upstream
+) -> None:
+    """The sync twin."""
+    transport = lib.CircuitBreakerTransport(default=CircuitBreakerConfig(failure_threshold=100))
+    for _ in range(3):
+        with lib.Client(transport=transport) as client:
+            with pytest.raises(lib.TransportError):
+                client.get(f"{upstream.url}/reset")
+            with pytest.raises(lib.TransportError):
+                client.get(f"{upstream.url}/cut")
+    metrics = transport.breaker_for_url(upstream.url).get_metrics()
+    assert (metrics.failed_requests, metrics.ignored_requests) == (6, 0)
+
+
+def test_a_close_is_blamed_only_for_the_bodies_open_then_sync(
+    lib: Library, http1_server: Server, upstream: Upstream
+) -> None:
+    """One client of a shared transport closes it under another client's open body: that
+    body's read error is ignored (the close caused it), and the next request's error,
+    admitted after the close, is a failure."""
+    transport = lib.CircuitBreakerTransport(default=CircuitBreakerConfig(failure_threshold=100))
+    reader = lib.Client(transport=transport)
+    with reader.stream("GET", http1_server.url("/stream?chunks=3&pause=0.5")) as stream:
+        chunks = stream.iter_raw()
+        assert next(chunks) == b"chunk 0\n"
+        with lib.Client(transport=transport):
+            pass  # another client leaves its block: the shared transport is closed
+        with pytest.raises(lib.ReadError):
+            next(chunks)
+    with lib.Client(transport=transport) as client, pytest.raises(lib.TransportError):
+        client.get(f"{upstream.url}/reset")
+    reader.close()
+    server = transport.breaker_for_url(http1_server.url("/")).get_metrics()
+    assert (server.failed_requests, server.ignored_requests) == (0, 1)
+    host = transport.breaker_for_url(upstream.url).get_metrics()
+    assert (host.failed_requests, host.ignored_requests) == (1, 0)
