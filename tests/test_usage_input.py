@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from opentelemetry.sdk.metrics import MeterProvider
 
 from httpx_breaker import CircuitState
+from httpx_breaker.opentelemetry import register_metrics
+from httpx_breaker.prometheus import CircuitBreakerCollector
 from httpx_breaker.testing import set_state
 
 from .libraries import Library
@@ -45,3 +48,18 @@ def test_set_state_with_a_url_for_a_key_warns(lib: Library, url: str) -> None:
         set_state(transport, url, CircuitState.OPEN)
     breaker = set_state(transport.breaker_for_url(url), CircuitState.OPEN)
     assert breaker.name == "api.example.com"
+
+
+@pytest.mark.parametrize("source", ["payments.internal", ["payments.internal"], 42])
+def test_exporters_reject_a_bad_source_when_built_not_at_every_scrape(source: object) -> None:
+    """`CircuitBreakerCollector("payments.internal")` (a breaker's name where breakers are
+    wanted) raises TypeError when built. It used to register fine and then fail every
+    scrape, and one collector that raises fails the whole /metrics page."""
+    with pytest.raises(TypeError, match=r"(?i)breaker"):
+        CircuitBreakerCollector(source)  # type: ignore[arg-type]
+    provider = MeterProvider()
+    try:
+        with pytest.raises(TypeError, match=r"(?i)breaker"):
+            register_metrics(source, meter_provider=provider)  # type: ignore[arg-type]
+    finally:
+        provider.shutdown()
