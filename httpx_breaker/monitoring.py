@@ -231,7 +231,14 @@ def alerts(breakers: BreakerSource = None, *, failure_rate_threshold: float = 0.
 
     Raises:
         ValueError: `failure_rate_threshold` is not within [0, 1].
+        TypeError: `failure_rate_threshold` is not a number.
     """
+    if isinstance(failure_rate_threshold, bool) or not isinstance(
+        failure_rate_threshold, (int, float)
+    ):
+        raise TypeError(
+            f"failure_rate_threshold must be a number in [0, 1], got {failure_rate_threshold!r}"
+        )
     if not 0.0 <= failure_rate_threshold <= 1.0:
         raise ValueError(
             f"failure_rate_threshold must be in [0, 1], got {failure_rate_threshold!r}"

@@ -6,6 +6,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 
 from httpx_breaker import CircuitState
+from httpx_breaker.monitoring import alerts
 from httpx_breaker.opentelemetry import register_metrics
 from httpx_breaker.prometheus import CircuitBreakerCollector
 from httpx_breaker.testing import set_state
@@ -63,3 +64,11 @@ def test_exporters_reject_a_bad_source_when_built_not_at_every_scrape(source: ob
             register_metrics(source, meter_provider=provider)  # type: ignore[arg-type]
     finally:
         provider.shutdown()
+
+
+@pytest.mark.parametrize("threshold", ["0.5", None])
+def test_alerts_threshold_of_the_wrong_type_names_the_field(threshold: object) -> None:
+    """`alerts(failure_rate_threshold="0.5")` names the argument (it raised "'<=' not
+    supported between instances of 'float' and 'str'")."""
+    with pytest.raises(TypeError, match="failure_rate_threshold must be a number"):
+        alerts(failure_rate_threshold=threshold)  # type: ignore[arg-type]
