@@ -1026,6 +1026,12 @@ class CircuitBreakerTransport(httpx.BaseTransport):
 
 _monotonic = time.monotonic
 _PHASES = ("connect", "read", "write")
+# The timeout each phase's expiry raises (a pool timeout is never ours: not lowered).
+_PHASE_OF: dict[type[Exception], str] = {
+    httpx.ConnectTimeout: "connect",
+    httpx.ReadTimeout: "read",
+    httpx.WriteTimeout: "write",
+}
 _NOT_CAPPED = ("response_body.started", "response_closed.started")
 
 
@@ -1066,7 +1072,9 @@ class _SyncDeadline:
         self.timeout = timeout
         self.started: float | None = None  # the breaker's clock at the first step
         self._t0 = 0.0  # the real clock then
-        self.capped = False  # whether the step under way has a timeout we lowered
+        # The phases ("connect", "read", "write") whose timeout we lowered for the step
+        # under way: a timeout of another phase is the caller's own.
+        self.capped: tuple[str, ...] = ()
         extensions = self._extensions = request.extensions
         self._timeouts = extensions.get("timeout")
         self._user_trace = extensions.get("trace")
@@ -1092,7 +1100,7 @@ class _SyncDeadline:
                 # timeout there. The deadline is checked at each step and at the
                 # headers (a late response is recorded as a failure).
                 _restore(self._extensions, "timeout", self._timeouts)
-                self.capped = False
+                self.capped = ()
             else:
                 self._cap(left)
         user_trace = self._user_trace
@@ -1102,19 +1110,21 @@ class _SyncDeadline:
     def _cap(self, left: float) -> None:
         own = self._timeouts if isinstance(self._timeouts, Mapping) else {}
         capped = dict(own)
-        self.capped = False
+        lowered = []
         for phase in _PHASES:
             value = own.get(phase)
             if value is None or value > left:
                 capped[phase] = left
-                self.capped = True
+                lowered.append(phase)
+        self.capped = tuple(lowered)
         self._extensions["timeout"] = capped
 
     def explain(self, exc: httpx.TimeoutException) -> httpx.TimeoutException:
         """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired."""
         if isinstance(exc, CircuitTimeoutError):
             return exc
-        if self.capped and not isinstance(exc, httpx.PoolTimeout):
+        phase = _PHASE_OF.get(type(exc))
+        if phase is not None and phase in self.capped:
             return CircuitTimeoutError(self.name, self.timeout)
         return exc
 

@@ -12,6 +12,10 @@ cannot beat, so "later than the deadline" uses a delay several times the deadlin
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -155,3 +159,70 @@ def test_a_close_is_blamed_only_for_the_bodies_open_then_sync(
     assert (server.failed_requests, server.ignored_requests) == (0, 1)
     host = transport.breaker_for_url(upstream.url).get_metrics()
     assert (host.failed_requests, host.ignored_requests) == (1, 0)
+
+
+# -- the caller's own timeouts stay the caller's ---------------------------------------
+
+
+@contextlib.contextmanager
+def never_reads() -> Iterator[str]:
+    """A server on 127.0.0.1 that accepts connections and never reads from them, so an
+    upload blocks once the socket buffers are full: only a write timeout ends it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/upload"
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+        for connection in accepted:
+            connection.close()
+
+
+UPLOAD = b"x" * (64 << 20)  # far more than the socket buffers of a loopback connection
+OWN_WRITE_TIMEOUT = 0.3
+LONG_DEADLINE = 30.0  # the breaker's, far away
+
+
+def test_the_callers_own_write_timeout_stays_a_write_timeout_sync(lib: Library) -> None:
+    """With a breaker `timeout` set, a write timeout the caller set (and that fired long
+    before the deadline) is raised as httpx's `WriteTimeout`, not as a
+    `CircuitTimeoutError` saying the 30 s deadline ran out; a failure either way."""
+    transport = lib.CircuitBreakerTransport(
+        default=CircuitBreakerConfig(timeout=LONG_DEADLINE, failure_threshold=100)
+    )
+    own = lib.Timeout(None, write=OWN_WRITE_TIMEOUT)
+    with never_reads() as url, lib.Client(transport=transport, timeout=own) as client:
+        with pytest.raises(lib.WriteTimeout) as raised:
+            client.post(url, content=UPLOAD)
+        assert not isinstance(raised.value, lib.CircuitTimeoutError)
+        metrics = transport.breaker_for_url(url).get_metrics()
+    assert metrics.failed_requests == 1
+
+
+# trio warns about httpx's own request-body generator, which the write timeout abandons
+# (with or without a breaker): httpx's business, not what this test judges.
+@pytest.mark.filterwarnings(
+    "ignore:Async generator 'httpx.*ByteStream.__aiter__' was garbage collected:ResourceWarning"
+)
+async def test_the_callers_own_write_timeout_stays_a_write_timeout(lib: Library) -> None:
+    """The async twin (its deadline is a cancellation, never a lowered timeout)."""
+    transport = lib.AsyncCircuitBreakerTransport(
+        default=CircuitBreakerConfig(timeout=LONG_DEADLINE, failure_threshold=100)
+    )
+    own = lib.Timeout(None, write=OWN_WRITE_TIMEOUT)
+    with never_reads() as url:
+        async with lib.AsyncClient(transport=transport, timeout=own) as client:
+            with pytest.raises(lib.WriteTimeout) as raised:
+                await client.post(url, content=UPLOAD)
+            assert not isinstance(raised.value, lib.CircuitTimeoutError)
+        metrics = transport.breaker_for_url(url).get_metrics()
+    assert metrics.failed_requests == 1
