@@ -226,3 +226,15 @@ async def test_the_callers_own_write_timeout_stays_a_write_timeout(lib: Library)
             assert not isinstance(raised.value, lib.CircuitTimeoutError)
         metrics = transport.breaker_for_url(url).get_metrics()
     assert metrics.failed_requests == 1
+
+
+@pytest.mark.parametrize("deadline", [1e10, 1e300])
+def test_a_deadline_beyond_what_a_socket_takes_is_no_error_sync(
+    lib: Library, http1_server: Server, deadline: float
+) -> None:
+    """`CircuitBreakerConfig(timeout=1e10)` ("practically none") is accepted, so it must
+    work: the sync transport used to lower the socket timeouts to it and every request
+    failed with OverflowError (beyond what a socket timeout can hold)."""
+    transport = lib.CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=deadline))
+    with lib.Client(transport=transport, timeout=None) as client:
+        assert client.get(http1_server.url("/ok")).status_code == 200

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
@@ -1030,6 +1031,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
 
 _monotonic = time.monotonic
 _PHASES = ("connect", "read", "write")
+_LONGEST_TIMEOUT = threading.TIMEOUT_MAX  # what a socket (or lock) timeout can hold
 # The timeout each phase's expiry raises (a pool timeout is never ours: not lowered).
 _PHASE_OF: dict[type[Exception], str] = {
     httpx2.ConnectTimeout: "connect",
@@ -1112,6 +1114,8 @@ class _SyncDeadline:
             user_trace(event, info)
 
     def _cap(self, left: float) -> None:
+        # A socket timeout holds at most this much (a config may ask for more).
+        left = min(left, _LONGEST_TIMEOUT)
         own = self._timeouts if isinstance(self._timeouts, Mapping) else {}
         capped = dict(own)
         lowered = []
