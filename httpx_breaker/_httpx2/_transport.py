@@ -459,7 +459,8 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
 
 def _pool_timeout(request: httpx2.Request) -> float | None:
     timeouts = request.extensions.get("timeout")
-    if isinstance(timeouts, Mapping):
+    # httpx2 puts a plain dict there; the ABC check is for anything else.
+    if type(timeouts) is dict or isinstance(timeouts, Mapping):
         pool = timeouts.get("pool")
         return pool if isinstance(pool, (int, float)) else None
     return None
