@@ -925,10 +925,11 @@ class CircuitBreakerTransport(httpx.BaseTransport):
                     raise mine from exc
                 finally:
                     bound.close()
-                if bound.started is not None:
-                    start = bound.started
-                if clock() - start > timeout:
-                    overrun = CircuitTimeoutError(breaker.name, timeout, request=request)
+                # The deadline ran from the connection (as in the async twin); the
+                # call's duration, for the record, from admission.
+                began = start if bound.started is None else bound.started
+                if clock() - began > timeout:
+                    overrun = CircuitTimeoutError(breaker._name, timeout, request=request)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead)
             raise

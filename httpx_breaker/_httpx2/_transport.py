@@ -929,10 +929,11 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                     raise mine from exc
                 finally:
                     bound.close()
-                if bound.started is not None:
-                    start = bound.started
-                if clock() - start > timeout:
-                    overrun = httpx2_errors.CircuitTimeoutError(breaker.name, timeout, request=request)
+                # The deadline ran from the connection (as in the async twin); the
+                # call's duration, for the record, from admission.
+                began = start if bound.started is None else bound.started
+                if clock() - began > timeout:
+                    overrun = httpx2_errors.CircuitTimeoutError(breaker._name, timeout, request=request)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead)
             raise
