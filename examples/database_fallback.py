@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from httpx_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, CircuitState
-from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
+from httpx_breaker.testing import Upstream  # a loopback server for the demo
 
 # Short open periods so the example finishes quickly; the seed uses 60 s and 30 s.
 PRIMARY_CONFIG = CircuitBreakerConfig(

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from httpx_breaker import CircuitBreakerConfig, CircuitOpenError, CircuitState, circuit_breaker
-from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
+from httpx_breaker.testing import Upstream  # a loopback server for the demo
 
 T = TypeVar("T")
 

@@ -27,7 +27,7 @@ from httpx_breaker import (
     CircuitOpenError,
     CircuitState,
 )
-from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
+from httpx_breaker.testing import Upstream  # a loopback server for the demo
 
 CONFIG = CircuitBreakerConfig(failure_threshold=2, reset_timeout=0.3, half_open_max_requests=1)
 

@@ -34,8 +34,8 @@ from httpx_breaker import (
     CircuitOpenError,
     CircuitState,
 )
-from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
 from httpx_breaker.events import BreakerEvent
+from httpx_breaker.testing import Upstream  # a loopback server for the demo
 
 SERVICES = ("user", "order", "payment", "notification")
 

@@ -31,9 +31,9 @@ import sys
 import httpx
 
 from httpx_breaker import AsyncCircuitBreakerTransport, CircuitBreakerConfig, CircuitOpenError
-from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
 from httpx_breaker.classifiers import default_key
 from httpx_breaker.monitoring import alerts, dashboard
+from httpx_breaker.testing import Upstream  # a loopback server for the demo
 
 
 async def drive(transport: AsyncCircuitBreakerTransport, urls: dict[str, str]) -> None:

@@ -34,8 +34,10 @@ from httpx_breaker import (
     CircuitOpenError,
     CircuitState,
 )
-from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
-from httpx_breaker.testing import FakeClock
+from httpx_breaker.testing import (
+    FakeClock,
+    Upstream,
+)
 
 
 def database() -> CircuitBreakerConfig:

@@ -44,8 +44,8 @@ from httpx_breaker import (
     CircuitOpenError,
     CircuitState,
 )
-from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
 from httpx_breaker.retries import backoff_hook
+from httpx_breaker.testing import Upstream  # a loopback server for the demo
 
 CONFIG = CircuitBreakerConfig(failure_threshold=3, reset_timeout=30.0)
 RETRY = Retry(total=3, backoff_factor=0.01)  # up to 4 attempts per request; 503 is retried

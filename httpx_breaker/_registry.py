@@ -297,7 +297,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         """
         config = None
         if policy is not None:
-            pattern = normalize_pattern(policy)
+            pattern = normalize_pattern(policy) if policy else ""
             config = self._policies.get(pattern)
             if config is None:
                 raise ValueError(

@@ -80,10 +80,17 @@ def freeze_source(breakers: BreakerSource) -> BreakerSource:
     None, mappings, callables and collections are read afresh each time (so a list the
     caller appends to is followed); a one-shot iterator is turned into a tuple now.
     """
-    if breakers is None or isinstance(breakers, (Mapping, Collection)) or callable(breakers):
+    if breakers is None or (callable(breakers) and not isinstance(breakers, Mapping)):
+        return breakers
+    if isinstance(breakers, (Mapping, Collection)):
+        # Read once now, so that a wrong source (a breaker's name, a list of names) fails
+        # here, not at every read (a collector that raises fails a whole /metrics page).
+        resolve_breakers(breakers)
         return breakers
     if isinstance(breakers, Iterable):
-        return tuple(breakers)
+        frozen = tuple(breakers)
+        resolve_breakers(frozen)
+        return frozen
     raise TypeError(
         "breakers must be None, a mapping of name to CircuitBreaker, an iterable of "
         f"breakers, or a callable returning one of those; got {breakers!r}"
@@ -224,7 +231,14 @@ def alerts(breakers: BreakerSource = None, *, failure_rate_threshold: float = 0.
 
     Raises:
         ValueError: `failure_rate_threshold` is not within [0, 1].
+        TypeError: `failure_rate_threshold` is not a number.
     """
+    if isinstance(failure_rate_threshold, bool) or not isinstance(
+        failure_rate_threshold, (int, float)
+    ):
+        raise TypeError(
+            f"failure_rate_threshold must be a number in [0, 1], got {failure_rate_threshold!r}"
+        )
     if not 0.0 <= failure_rate_threshold <= 1.0:
         raise ValueError(
             f"failure_rate_threshold must be in [0, 1], got {failure_rate_threshold!r}"

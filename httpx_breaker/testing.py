@@ -51,6 +51,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any, overload
@@ -187,6 +188,10 @@ def set_state(target: Target, *args: Any, forced: bool = False) -> CircuitBreake
         TypeError: `target` is none of the kinds above, or the arguments do not match
             either form.
         ValueError: ``forced=True`` with HALF_OPEN.
+
+    Warns:
+        UserWarning: a URL given as the key (``"https://api.example.com"``): probably
+            not the key any request uses.
     """
     if len(args) == 1:
         (state,) = args
@@ -207,6 +212,15 @@ def set_state(target: Target, *args: Any, forced: bool = False) -> CircuitBreake
             )
         if not isinstance(key, str):
             raise TypeError(f"key must be a str such as 'api.example.com', got {key!r}")
+        if "://" in key:
+            # Legal (a key function may return anything), but the default keys are
+            # "host[:port]": this probably makes a breaker no request uses.
+            warnings.warn(
+                f"set_state() was given a URL as the key ({key!r}); breaker keys are "
+                "'host' or 'host:port' unless a key function says otherwise: for a URL's "
+                "breaker, use set_state(transport.breaker_for_url(url), state)",
+                stacklevel=2,
+            )
         breaker = registry.breaker_for(key)
     else:
         raise TypeError(

@@ -355,6 +355,10 @@ async def test_per_request_policy_and_key(
         ({"policy": "nope"}, ValueError, "not one of this registry's policies"),
         ({"key": 7}, TypeError, "must be a str"),
         (True, TypeError, "must be a mapping"),
+        # The option is named, not "a policy pattern", whatever the value.
+        ({"policy": 3}, TypeError, r'\["policy"\] must be a str, got int'),
+        ({"policy": ""}, ValueError, "not one of this registry's policies"),
+        ({"key": ""}, ValueError, r'\["key"\] must not be empty'),
     ],
 )
 async def test_bad_request_options_fail_before_io(

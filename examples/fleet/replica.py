@@ -37,7 +37,7 @@ from httpx_breaker import (
     CircuitBreakerTransport,
     CircuitOpenError,
 )
-from httpx_breaker._state import BreakerEvent
+from httpx_breaker.events import BreakerEvent
 from httpx_breaker.redis import RedisStore
 
 CONFIG = CircuitBreakerConfig(failure_threshold=3, reset_timeout=1.0, half_open_max_requests=1)

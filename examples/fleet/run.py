@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from httpx_breaker._upstream import Upstream  # the loopback server the demo uses
+from httpx_breaker.testing import Upstream  # a loopback server for the demo
 
 HERE = Path(__file__).resolve().parent
 

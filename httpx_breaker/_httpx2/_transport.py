@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
@@ -71,7 +72,7 @@ def _traces(transport: object) -> bool:
 class _Core:
     """What both transports do around the wrapped transport, with no I/O of its own."""
 
-    __slots__ = ("by_url", "classifier", "closed", "default_rules", "key", "registry", "traces")
+    __slots__ = ("by_url", "classifier", "closes", "default_rules", "key", "registry", "traces")
 
     def __init__(
         self,
@@ -113,8 +114,11 @@ class _Core:
         )
         # Whether the default rules judge: a response then needs no classifier call.
         self.default_rules = self.classifier is default_classifier
-        # Set once the transport (or its client) is closed: errors after that are ours.
-        self.closed = False
+        # How many times the transport (or a client over it) was closed. A request keeps
+        # the count it was admitted under: an error after a close since then is ours, not
+        # the host's. A count, not a flag: a transport shared by clients that come and
+        # go (each closes it on leaving its block) serves requests after a close.
+        self.closes = 0
         # Whether the wrapped transport reports, through httpcore2's `trace` extension,
         # when a request gets its connection: known for httpx2's own transports, learned
         # from the first traced request for any other. Deadlines then start there.
@@ -149,12 +153,19 @@ class _Core:
             if wants_bypass and bypass:
                 return None
             policy = options.get("policy")
+            if policy is not None and not isinstance(policy, str):
+                raise TypeError(
+                    f'request.extensions["{EXTENSION}"]["policy"] must be a str, '
+                    f"got {type(policy).__name__}"
+                )
             key = options.get("key")
             if key is not None and not isinstance(key, str):
                 raise TypeError(
                     f'request.extensions["{EXTENSION}"]["key"] must be a str, '
                     f"got {type(key).__name__}"
                 )
+            if key == "":
+                raise ValueError(f'request.extensions["{EXTENSION}"]["key"] must not be empty')
         if key is None:
             key = self.key(request)
             if not isinstance(key, str):
@@ -168,11 +179,13 @@ class _Core:
         request: httpx2.Request,
         response: httpx2.Response | None,
         exc: BaseException | None,
+        closes: int,
     ) -> int:
         """Ask the classifier; cancellations, excluded exceptions and errors caused by
-        closing the transport are ignored first."""
+        closing the transport (since the request was admitted, when the count of closes
+        was `closes`) are ignored first."""
         if exc is not None:
-            if not isinstance(exc, Exception) or self.closed:
+            if not isinstance(exc, Exception) or closes != self.closes:
                 return IGNORED
             excluded = breaker.config.exclude_exceptions
             if excluded and isinstance(exc, excluded):
@@ -196,12 +209,14 @@ class _Core:
         exc: BaseException,
         start: float,
         bulkhead: Bulkhead | None,
+        closes: int,
     ) -> None:
         """Record a request that ended with no response; give back its slot."""
         try:
             if isinstance(exc, CircuitTimeoutError):
                 httpx2_errors.adopt(exc, request)
-            breaker.record(token, self.outcome(breaker, request, None, exc), start, breaker.clock())
+            outcome = self.outcome(breaker, request, None, exc, closes)
+            breaker.record(token, outcome, start, breaker.clock())
         finally:
             if bulkhead is not None:
                 bulkhead.release()
@@ -218,6 +233,7 @@ class _Core:
         overrun: CircuitTimeoutError | None,
         tracked: type[_Tracked],
         bulkhead: Bulkhead | None,
+        closes: int,
     ) -> httpx2.Response:
         """Record the outcome now, or wrap the body to record it when it is closed.
 
@@ -229,7 +245,7 @@ class _Core:
             # again, so the outcome is known now. Wrapping it would also nest wrappers
             # around a response object that an inner transport hands out repeatedly.
             try:
-                _finish(self, breaker, token, request, response, overrun, start, end)
+                _finish(self, breaker, token, request, response, overrun, start, end, closes)
             finally:
                 if bulkhead is not None:
                     bulkhead.release()
@@ -238,12 +254,21 @@ class _Core:
             # slot, which it holds until it is closed.
             if bulkhead is not None:
                 response.stream = tracked(  # type: ignore[assignment]  # as below
-                    response.stream, None, breaker, token, request, None, 0.0, 0.0, bulkhead
+                    response.stream, None, breaker, token, request, None, 0.0, 0.0, bulkhead, 0
                 )
-            _finish(self, breaker, token, request, response, overrun, start, end)
+            _finish(self, breaker, token, request, response, overrun, start, end, closes)
         else:
             stream = tracked(
-                response.stream, self, breaker, token, request, response, start, end, bulkhead
+                response.stream,
+                self,
+                breaker,
+                token,
+                request,
+                response,
+                start,
+                end,
+                bulkhead,
+                closes,
             )
             stream._error = overrun
             response.stream = stream  # type: ignore[assignment]  # one of the two stream classes
@@ -260,10 +285,12 @@ def _finish(
     error: BaseException | None,
     start: float,
     end: float,
+    closes: int,
 ) -> None:
     """Record the outcome of a request that got a response (Retry-After included).
 
     `start` to `end` is the time to the headers; the outcome is known now, at close.
+    `closes` is the transport's count of closes when the request was admitted.
     """
     clock = breaker._clock
     if error is None and core.default_rules:
@@ -276,7 +303,7 @@ def _finish(
             return
         outcome = IGNORED if from_cache(response) else FAILURE
     else:
-        outcome = core.outcome(breaker, request, response, error)
+        outcome = core.outcome(breaker, request, response, error, closes)
         if outcome == SUCCESS:
             breaker.record_success(token, start, end, clock())
             return
@@ -296,6 +323,7 @@ class _Tracked:
         "_breaker",
         "_bulkhead",
         "_chunks",
+        "_closes",
         "_core",
         "_end",
         "_error",
@@ -317,6 +345,7 @@ class _Tracked:
         start: float,
         end: float,
         bulkhead: Bulkhead | None,
+        closes: int,
     ) -> None:
         self._stream = stream  # the wrapped transport's byte stream
         self._chunks: Any = None  # its iterator, while one is open
@@ -332,6 +361,7 @@ class _Tracked:
         self._end = end
         self._error: BaseException | None = None
         self._bulkhead = bulkhead  # the slot held until close, if any
+        self._closes = closes  # the transport's count of closes at admission
 
     def _settle(self) -> None:
         core = self._core
@@ -353,7 +383,15 @@ class _Tracked:
             else:
                 self._error = None
                 _finish(
-                    core, breaker, self._token, self._request, response, error, self._start, self._end
+                    core,
+                    breaker,
+                    self._token,
+                    self._request,
+                    response,
+                    error,
+                    self._start,
+                    self._end,
+                    self._closes,
                 )
         bulkhead = self._bulkhead
         if bulkhead is not None:
@@ -581,6 +619,12 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         Accepts a URL (`str` or `httpx2.URL`) or an `httpx2.Request`, whose per-request
         options (``extensions["circuit_breaker"]``: ``key``, ``policy``) are honoured;
         a request that would bypass the breaker gets the breaker it would otherwise use.
+
+        Raises:
+            ValueError: the URL has no host (``"api.example.com"``, without a scheme,
+                is a relative URL) and no key function or ``key`` option names the
+                breaker instead.
+            TypeError: `url` is none of those types.
         """
         return _breaker_for_url(self._core, url)
 
@@ -601,9 +645,9 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                 not arrive within it (counted from the moment the request got a
                 connection).
             ValueError: ``extensions["circuit_breaker"]`` holds an unknown option, or
-                a ``policy`` that is not a pattern of the policies.
+                a ``policy`` that is not a pattern of the policies, or an empty ``key``.
             TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
-                ``bypass`` not a `bool` or its ``key`` not a `str`; or the `key`
+                ``bypass`` not a `bool`, its ``policy`` or ``key`` not a `str`; or the `key`
                 function returned something that is not a `str`.
         """
         core = self._core
@@ -633,6 +677,7 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             state = breaker._state
         clock = breaker._clock
         start = clock()  # after any wait for a slot: queueing here is not the host's time
+        closes = core.closes
         config = breaker._config
         timeout = config.timeout
         try:
@@ -641,7 +686,7 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             else:
                 response = await self._send_with_deadline(request, breaker._name, timeout)
         except BaseException as exc:
-            core.failed(breaker, token, request, exc, start, bulkhead)
+            core.failed(breaker, token, request, exc, start, bulkhead, closes)
             raise
         end = clock()
         if response.is_closed or config.outcome_at != "close":
@@ -656,9 +701,10 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                 None,
                 _AsyncTrackedStream,
                 bulkhead,
+                closes,
             )
         response.stream = _AsyncTrackedStream(
-            response.stream, core, breaker, token, request, response, start, end, bulkhead
+            response.stream, core, breaker, token, request, response, start, end, bulkhead, closes
         )
         response.extensions[EXTENSION] = {"key": breaker._name, "state": state, "breaker": breaker}
         return response
@@ -766,12 +812,12 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
-        self._core.closed = True
+        self._core.closes += 1
         await self._transport.__aexit__(exc_type, exc_value, traceback)
 
     async def aclose(self) -> None:
         """Close the wrapped transport (the client does this when it is closed)."""
-        self._core.closed = True
+        self._core.closes += 1
         await self._transport.aclose()
 
 
@@ -783,9 +829,9 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
     TLS, send, wait for headers) gets at most what is left of the deadline as its
     timeout, counted from the moment the request got a connection, and running out
     raises `CircuitTimeoutError`; the body keeps httpx2's own timeouts. Headers that
-    still arrive later than `timeout` (a server trickling them, or a wrapped transport
-    that cannot be bounded) are recorded as a failure, and the response is returned
-    all the same.
+    still arrive later than `timeout` (a server trickling them, a wrapped transport
+    that cannot be bounded, or an HTTP/2 connection, whose reads serve every request
+    on it) are recorded as a failure, and the response is returned all the same.
 
     ```python
     transport = CircuitBreakerTransport(default=CircuitBreakerConfig(failure_threshold=5))
@@ -883,9 +929,9 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             CircuitTimeoutError: the policy sets `timeout` and a step up to the response
                 headers ran out of it.
             ValueError: ``extensions["circuit_breaker"]`` holds an unknown option, or
-                a ``policy`` that is not a pattern of the policies.
+                a ``policy`` that is not a pattern of the policies, or an empty ``key``.
             TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
-                ``bypass`` not a `bool` or its ``key`` not a `str`; or the `key`
+                ``bypass`` not a `bool`, its ``policy`` or ``key`` not a `str`; or the `key`
                 function returned something that is not a `str`.
         """
         core = self._core
@@ -912,6 +958,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             state = breaker._state
         clock = breaker._clock
         start = clock()  # after any wait for a slot: queueing here is not the host's time
+        closes = core.closes
         config = breaker._config
         timeout = config.timeout
         overrun = None
@@ -935,7 +982,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                 if clock() - began > timeout:
                     overrun = httpx2_errors.CircuitTimeoutError(breaker._name, timeout, request=request)
         except BaseException as exc:
-            core.failed(breaker, token, request, exc, start, bulkhead)
+            core.failed(breaker, token, request, exc, start, bulkhead, closes)
             raise
         return core.respond(
             breaker,
@@ -948,6 +995,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             overrun,
             _SyncTrackedStream,
             bulkhead,
+            closes,
         )
 
     @staticmethod
@@ -974,17 +1022,24 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
-        self._core.closed = True
+        self._core.closes += 1
         self._transport.__exit__(exc_type, exc_value, traceback)
 
     def close(self) -> None:
         """Close the wrapped transport (the client does this when it is closed)."""
-        self._core.closed = True
+        self._core.closes += 1
         self._transport.close()
 
 
 _monotonic = time.monotonic
 _PHASES = ("connect", "read", "write")
+_LONGEST_TIMEOUT = threading.TIMEOUT_MAX  # what a socket (or lock) timeout can hold
+# The timeout each phase's expiry raises (a pool timeout is never ours: not lowered).
+_PHASE_OF: dict[type[Exception], str] = {
+    httpx2.ConnectTimeout: "connect",
+    httpx2.ReadTimeout: "read",
+    httpx2.WriteTimeout: "write",
+}
 _NOT_CAPPED = ("response_body.started", "response_closed.started")
 
 
@@ -1025,7 +1080,9 @@ class _SyncDeadline:
         self.timeout = timeout
         self.started: float | None = None  # the breaker's clock at the first step
         self._t0 = 0.0  # the real clock then
-        self.capped = False  # whether the step under way has a timeout we lowered
+        # The phases ("connect", "read", "write") whose timeout we lowered for the step
+        # under way: a timeout of another phase is the caller's own.
+        self.capped: tuple[str, ...] = ()
         extensions = self._extensions = request.extensions
         self._timeouts = extensions.get("timeout")
         self._user_trace = extensions.get("trace")
@@ -1045,27 +1102,39 @@ class _SyncDeadline:
             left = self.timeout - (now - self._t0)
             if left <= 0:
                 raise httpx2_errors.CircuitTimeoutError(self.name, self.timeout)
-            self._cap(left)
+            if event.startswith("http2."):
+                # An HTTP/2 connection carries other requests' streams too, and httpcore2
+                # fails every one of them after a read or write timeout: no lowered
+                # timeout there. The deadline is checked at each step and at the
+                # headers (a late response is recorded as a failure).
+                _restore(self._extensions, "timeout", self._timeouts)
+                self.capped = ()
+            else:
+                self._cap(left)
         user_trace = self._user_trace
         if user_trace is not None:
             user_trace(event, info)
 
     def _cap(self, left: float) -> None:
+        # A socket timeout holds at most this much (a config may ask for more).
+        left = min(left, _LONGEST_TIMEOUT)
         own = self._timeouts if isinstance(self._timeouts, Mapping) else {}
         capped = dict(own)
-        self.capped = False
+        lowered = []
         for phase in _PHASES:
             value = own.get(phase)
             if value is None or value > left:
                 capped[phase] = left
-                self.capped = True
+                lowered.append(phase)
+        self.capped = tuple(lowered)
         self._extensions["timeout"] = capped
 
     def explain(self, exc: httpx2.TimeoutException) -> httpx2.TimeoutException:
         """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired."""
         if isinstance(exc, CircuitTimeoutError):
             return exc
-        if self.capped and not isinstance(exc, httpx2.PoolTimeout):
+        phase = _PHASE_OF.get(type(exc))
+        if phase is not None and phase in self.capped:
             return httpx2_errors.CircuitTimeoutError(self.name, self.timeout)
         return exc
 
@@ -1082,6 +1151,15 @@ def _breaker_for_url(core: _Core, url: str | httpx2.URL | httpx2.Request) -> Cir
         request = httpx2.Request("GET", url)
     else:
         raise TypeError(f"url must be a str, an httpx2.URL or an httpx2.Request, got {url!r}")
+    if core.by_url is not None and not request.url.host:
+        # The default key is the host: without one ("api.example.com" has no scheme, so
+        # it parses as a path) no request would use the breaker this returned.
+        options = request.extensions.get(EXTENSION)
+        if not (isinstance(options, Mapping) and options.get("key") is not None):
+            raise ValueError(
+                "the URL has no host, so no breaker (give an absolute URL such as "
+                "'https://api.example.com/')"
+            )
     breaker = core.breaker_for(request, bypass=False)
     assert breaker is not None
     return breaker
