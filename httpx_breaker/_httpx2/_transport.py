@@ -215,7 +215,6 @@ class _Core:
         state: object,
         start: float,
         end: float,
-        overrun: CircuitTimeoutError | None,
         tracked: type[_Tracked],
         bulkhead: Bulkhead | None,
     ) -> httpx2.Response:
@@ -229,7 +228,7 @@ class _Core:
             # again, so the outcome is known now. Wrapping it would also nest wrappers
             # around a response object that an inner transport hands out repeatedly.
             try:
-                _finish(self, breaker, token, request, response, overrun, start, end)
+                _finish(self, breaker, token, request, response, None, start, end)
             finally:
                 if bulkhead is not None:
                     bulkhead.release()
@@ -240,13 +239,11 @@ class _Core:
                 response.stream = tracked(  # type: ignore[assignment]  # as below
                     response.stream, None, breaker, token, request, None, 0.0, 0.0, bulkhead
                 )
-            _finish(self, breaker, token, request, response, overrun, start, end)
+            _finish(self, breaker, token, request, response, None, start, end)
         else:
-            stream = tracked(
+            response.stream = tracked(  # type: ignore[assignment]  # one of the two stream classes
                 response.stream, self, breaker, token, request, response, start, end, bulkhead
             )
-            stream._error = overrun
-            response.stream = stream  # type: ignore[assignment]  # one of the two stream classes
         response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
         return response
 
@@ -465,6 +462,23 @@ def _pool_timeout(request: httpx2.Request) -> float | None:
     return None
 
 
+def _pool_has_room(transport: object) -> bool:
+    """Whether a request sent now through `transport` gets a connection without waiting
+    for the client's own pool: httpx2's transport, whose httpcore2 pool holds fewer
+    requests than its `max_connections` (a request only queues when every connection
+    it may have is busy). False when that cannot be read (another transport, or an
+    httpcore2 that keeps its pool differently): then the pool may make it wait.
+
+    Read just before the request enters the pool, with no await in between, so no other
+    task of this event loop can take the room first.
+    """
+    pool: Any = getattr(transport, "_pool", None)
+    try:
+        return bool(len(pool._requests) < pool._max_connections)
+    except (AttributeError, TypeError):
+        return False
+
+
 def _restore(extensions: dict[str, Any], name: str, value: object) -> None:
     if value is None:
         extensions.pop(name, None)
@@ -652,7 +666,6 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                 state,
                 start,
                 end,
-                None,
                 _AsyncTrackedStream,
                 bulkhead,
             )
@@ -682,12 +695,17 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         Where the wrapped transport reports (through httpcore2's ``trace``) when the
         request gets a connection, the deadline starts there: the wait for the client's
         own pool is not the host's fault. Until then it allows the pool's own timeout on
-        top (no deadline if the pool may wait forever). Elsewhere it starts now.
+        top (no deadline if the pool may wait forever), unless the pool has room, so that
+        the request cannot wait for it. Elsewhere it starts now.
+
+        A pool with room matters beyond speed: a mock that replaces httpcore2's pool
+        (respx) never reports a connection, and its slow route must still time out at
+        `timeout`, as over any other transport.
         """
         core = self._core
         extensions = request.extensions
         first: float | None = timeout
-        if core.traces:
+        if core.traces and not _pool_has_room(self._transport):
             pool = _pool_timeout(request)
             first = None if pool is None else timeout + pool
         user_trace = extensions.get("trace")
@@ -783,8 +801,9 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
     timeout, counted from the moment the request got a connection, and running out
     raises `CircuitTimeoutError`; the body keeps httpx2's own timeouts. Headers that
     still arrive later than `timeout` (a server trickling them, or a wrapped transport
-    that cannot be bounded) are recorded as a failure, and the response is returned
-    all the same.
+    that cannot be bounded, such as a mock whose handler sleeps) raise
+    `CircuitTimeoutError` too, once they have come: the response is closed unread and
+    the request counts as a failure, as in the async twin.
 
     ```python
     transport = CircuitBreakerTransport(default=CircuitBreakerConfig(failure_threshold=5))
@@ -880,7 +899,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             BulkheadFullError: the policy's `max_concurrent` requests were in flight and
                 no slot came free within `max_wait`; nothing was sent.
             CircuitTimeoutError: the policy sets `timeout` and a step up to the response
-                headers ran out of it.
+                headers ran out of it, or the headers came later than `timeout`.
             ValueError: ``extensions["circuit_breaker"]`` holds an unknown option, or
                 a ``policy`` that is not a pattern of the policies.
             TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
@@ -913,7 +932,6 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         start = clock()  # after any wait for a slot: queueing here is not the host's time
         config = breaker._config
         timeout = config.timeout
-        overrun = None
         try:
             if timeout is None:
                 response = self._transport.handle_request(request)
@@ -931,7 +949,12 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                 if bound.started is not None:
                     start = bound.started
                 if clock() - start > timeout:
-                    overrun = httpx2_errors.CircuitTimeoutError(breaker.name, timeout, request=request)
+                    # The headers came, but later than the deadline (a server trickling
+                    # them, or a wrapped transport that cannot be bounded): the deadline
+                    # failed as surely as if it had stopped the request, so the caller
+                    # gets what the async twin raises, and the response is closed.
+                    response.close()
+                    raise httpx2_errors.CircuitTimeoutError(breaker._name, timeout, request=request)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead)
             raise
@@ -943,7 +966,6 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             state,
             start,
             clock(),
-            overrun,
             _SyncTrackedStream,
             bulkhead,
         )
