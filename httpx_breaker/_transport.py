@@ -1001,6 +1001,12 @@ class CircuitBreakerTransport(httpx.BaseTransport):
 
 _monotonic = time.monotonic
 _PHASES = ("connect", "read", "write")
+# The phase whose timeout each of httpx's timeouts means.
+_PHASE_OF: tuple[tuple[type[httpx.TimeoutException], str], ...] = (
+    (httpx.ConnectTimeout, "connect"),
+    (httpx.ReadTimeout, "read"),
+    (httpx.WriteTimeout, "write"),
+)
 _NOT_CAPPED = ("response_body.started", "response_closed.started")
 
 
@@ -1021,7 +1027,7 @@ class _SyncDeadline:
         "_t0",
         "_timeouts",
         "_user_trace",
-        "capped",
+        "lowered",
         "name",
         "started",
         "timeout",
@@ -1041,7 +1047,9 @@ class _SyncDeadline:
         self.timeout = timeout
         self.started: float | None = None  # the breaker's clock at the first step
         self._t0 = 0.0  # the real clock then
-        self.capped = False  # whether the step under way has a timeout we lowered
+        # The phases ("connect", "read", "write") whose timeout we lowered for the step
+        # under way: a timeout of one of those is the deadline's, any other is httpx's.
+        self.lowered: tuple[str, ...] = ()
         extensions = self._extensions = request.extensions
         self._timeouts = extensions.get("timeout")
         self._user_trace = extensions.get("trace")
@@ -1069,20 +1077,26 @@ class _SyncDeadline:
     def _cap(self, left: float) -> None:
         own = self._timeouts if isinstance(self._timeouts, Mapping) else {}
         capped = dict(own)
-        self.capped = False
+        lowered = []
         for phase in _PHASES:
             value = own.get(phase)
             if value is None or value > left:
                 capped[phase] = left
-                self.capped = True
+                lowered.append(phase)
+        self.lowered = tuple(lowered)
         self._extensions["timeout"] = capped
 
     def explain(self, exc: httpx.TimeoutException) -> httpx.TimeoutException:
-        """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired."""
+        """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired.
+
+        httpx's own timeout of a phase (a `read` shorter than what is left of the
+        deadline, say) stays httpx's: the deadline is not what stopped the request.
+        """
         if isinstance(exc, CircuitTimeoutError):
             return exc
-        if self.capped and not isinstance(exc, httpx.PoolTimeout):
-            return CircuitTimeoutError(self.name, self.timeout)
+        for kind, phase in _PHASE_OF:
+            if isinstance(exc, kind):
+                return CircuitTimeoutError(self.name, self.timeout) if phase in self.lowered else exc
         return exc
 
     def close(self) -> None:

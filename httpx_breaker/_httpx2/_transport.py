@@ -1005,6 +1005,12 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
 
 _monotonic = time.monotonic
 _PHASES = ("connect", "read", "write")
+# The phase whose timeout each of httpx2's timeouts means.
+_PHASE_OF: tuple[tuple[type[httpx2.TimeoutException], str], ...] = (
+    (httpx2.ConnectTimeout, "connect"),
+    (httpx2.ReadTimeout, "read"),
+    (httpx2.WriteTimeout, "write"),
+)
 _NOT_CAPPED = ("response_body.started", "response_closed.started")
 
 
@@ -1025,7 +1031,7 @@ class _SyncDeadline:
         "_t0",
         "_timeouts",
         "_user_trace",
-        "capped",
+        "lowered",
         "name",
         "started",
         "timeout",
@@ -1045,7 +1051,9 @@ class _SyncDeadline:
         self.timeout = timeout
         self.started: float | None = None  # the breaker's clock at the first step
         self._t0 = 0.0  # the real clock then
-        self.capped = False  # whether the step under way has a timeout we lowered
+        # The phases ("connect", "read", "write") whose timeout we lowered for the step
+        # under way: a timeout of one of those is the deadline's, any other is httpx2's.
+        self.lowered: tuple[str, ...] = ()
         extensions = self._extensions = request.extensions
         self._timeouts = extensions.get("timeout")
         self._user_trace = extensions.get("trace")
@@ -1073,20 +1081,26 @@ class _SyncDeadline:
     def _cap(self, left: float) -> None:
         own = self._timeouts if isinstance(self._timeouts, Mapping) else {}
         capped = dict(own)
-        self.capped = False
+        lowered = []
         for phase in _PHASES:
             value = own.get(phase)
             if value is None or value > left:
                 capped[phase] = left
-                self.capped = True
+                lowered.append(phase)
+        self.lowered = tuple(lowered)
         self._extensions["timeout"] = capped
 
     def explain(self, exc: httpx2.TimeoutException) -> httpx2.TimeoutException:
-        """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired."""
+        """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired.
+
+        httpx2's own timeout of a phase (a `read` shorter than what is left of the
+        deadline, say) stays httpx2's: the deadline is not what stopped the request.
+        """
         if isinstance(exc, CircuitTimeoutError):
             return exc
-        if self.capped and not isinstance(exc, httpx2.PoolTimeout):
-            return httpx2_errors.CircuitTimeoutError(self.name, self.timeout)
+        for kind, phase in _PHASE_OF:
+            if isinstance(exc, kind):
+                return httpx2_errors.CircuitTimeoutError(self.name, self.timeout) if phase in self.lowered else exc
         return exc
 
     def close(self) -> None:
