@@ -2618,11 +2618,12 @@ async def test_httpx2_timeout_is_caught_as_circuit_timeout_error() -> None:
                 raise AssertionError("no timeout")
 
 
-def test_fleet_replicas_share_an_open_through_a_real_server() -> None:
+@pytest.mark.parametrize("kind", ["valkey", "redis"])
+def test_fleet_replicas_share_an_open_through_a_real_server(kind: str) -> None:
     """"Replicas that use the same store and namespace share each key's breaker state:
     when one replica's breaker opens, every other replica treats that key as OPEN, with
-    the same remaining open period, within a bounded staleness". Two replicas (two
-    stores, two registries) on a real Valkey server.
+    the same remaining open period, within a bounded staleness"; "Redis and Valkey
+    alike". Two replicas (two stores, two registries) on a real server.
 
     The fleet's open period runs on the server's clock, so a fake clock cannot end it
     (docs/choices.md): the half-open round and the closing are left to
@@ -2632,7 +2633,7 @@ def test_fleet_replicas_share_an_open_through_a_real_server() -> None:
     from .redis_servers import running, wait_until
 
     policy = cfg(reset_timeout=30.0, failure_threshold=1)
-    with running("valkey") as server:
+    with running(kind) as server:
         stores = [RedisStore.from_url(server.url, namespace="contract-fleet") for _ in range(2)]
         try:
             wait_until(lambda: all(s.connected for s in stores), what="both stores connected")
@@ -2893,3 +2894,102 @@ def test_seed_dashboard_shape(clock: FakeClock) -> None:
     # The seed's alerts are dicts; ours are `Alert` objects with `to_dict()`.
     assert [a.to_dict()["severity"] for a in found] == ["critical"]
     json.dumps([a.to_dict() for a in found])
+
+
+# == More edges an outsider reaches for ===============================================
+
+
+def test_custom_key_is_matched_by_an_exact_policy() -> None:
+    """`key=` keys are matched by policies too: "A policy pattern matches an exact key"."""
+    strict = CircuitBreakerConfig(failure_threshold=1)
+    transport = CircuitBreakerTransport(
+        key=lambda request: "svc:payments", policies={"svc:payments": strict}
+    )
+    assert transport.breaker_for_url(URL).config is strict
+    assert transport.breaker_for_url(URL).name == "svc:payments"
+
+
+async def test_retry_after_of_a_response_in_flight_lengthens_an_open_period(
+    clock: FakeClock,
+) -> None:
+    """Retry-After counts "if the breaker is or becomes open": a failing response that
+    was sent before the breaker opened, and arrives after, lengthens the open period."""
+    arrived = anyio.Event()
+    release = anyio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/slow":
+            arrived.set()
+            await release.wait()
+            return httpx.Response(503, headers={"Retry-After": "300"})
+        return httpx.Response(503)
+
+    transport = async_transport(clock, inner=httpx.MockTransport(handler), reset_timeout=30.0)
+    async with httpx.AsyncClient(transport=transport) as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.get, "https://api.example.com/slow")
+            await arrived.wait()
+            await client.get(URL)  # fails: the breaker opens, 30 s
+            breaker = transport.registry["api.example.com"]
+            assert breaker.is_open()
+            assert breaker.retry_after == pytest.approx(30.0)
+            release.set()
+        assert breaker.retry_after == pytest.approx(300.0)
+        with pytest.raises(CircuitOpenError) as info:
+            await client.get(URL)
+    assert info.value.retry_after == pytest.approx(300.0)
+
+
+async def test_retry_after_on_a_failed_probe(mock: respx.MockRouter, clock: FakeClock) -> None:
+    """A probe that fails with Retry-After reopens for at least that long."""
+    mock.get(URL).respond(503, headers={"Retry-After": "90"})
+    transport = async_transport(clock, reset_timeout=10.0)
+    transport.breaker_for_url(URL).transition_to(CircuitState.OPEN, cause="test")
+    clock.advance(10.0)
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.get(URL)  # the probe fails
+        with pytest.raises(CircuitOpenError) as info:
+            await client.get(URL)
+    assert info.value.retry_after == pytest.approx(90.0)
+
+
+def test_sync_transport_timeout_over_a_slow_mock_transport() -> None:
+    """The sync twin over an httpx.MockTransport whose handler sleeps: CircuitTimeoutError
+    once the late headers are in, a failure."""
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.3)
+        return httpx.Response(200)
+
+    transport = CircuitBreakerTransport(
+        httpx.MockTransport(slow), default=CircuitBreakerConfig(timeout=0.1, failure_threshold=1)
+    )
+    with httpx.Client(transport=transport) as client:
+        with pytest.raises(CircuitTimeoutError) as info:
+            client.get(URL)
+        assert info.value.request.url == URL
+        with pytest.raises(CircuitOpenError):
+            client.get(URL)
+
+
+async def test_httpx_own_shorter_timeout_stays_httpx_own(upstream: Upstream) -> None:
+    """CircuitTimeoutError only "when the deadline is what stopped the request": httpx's
+    own read timeout, shorter than the breaker's `timeout`, stays an httpx.ReadTimeout
+    (a failure all the same)."""
+    transport = AsyncCircuitBreakerTransport(default=CircuitBreakerConfig(timeout=5.0))
+    async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10.0, read=0.1)) as c:
+        with pytest.raises(httpx.ReadTimeout) as info:
+            await c.get(f"{upstream.url}/delay/1")
+    assert not isinstance(info.value, CircuitTimeoutError)
+    assert transport.registry[f"127.0.0.1:{upstream.port}"].get_metrics().failed_requests == 1
+
+
+def test_sync_httpx_own_shorter_timeout_stays_httpx_own(upstream: Upstream) -> None:
+    """The same for the sync transport, which lowers httpx's timeouts to fit its deadline
+    but must not take credit for one it did not lower."""
+    transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=5.0))
+    with httpx.Client(transport=transport, timeout=httpx.Timeout(10.0, read=0.1)) as client:
+        with pytest.raises(httpx.ReadTimeout) as info:
+            client.get(f"{upstream.url}/delay/1")
+    assert not isinstance(info.value, CircuitTimeoutError)
+    assert transport.registry[f"127.0.0.1:{upstream.port}"].get_metrics().failed_requests == 1
