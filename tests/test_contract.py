@@ -2988,8 +2988,28 @@ def test_sync_httpx_own_shorter_timeout_stays_httpx_own(upstream: Upstream) -> N
     """The same for the sync transport, which lowers httpx's timeouts to fit its deadline
     but must not take credit for one it did not lower."""
     transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=5.0))
-    with httpx.Client(transport=transport, timeout=httpx.Timeout(10.0, read=0.1)) as client:
-        with pytest.raises(httpx.ReadTimeout) as info:
-            client.get(f"{upstream.url}/delay/1")
+    client = httpx.Client(transport=transport, timeout=httpx.Timeout(10.0, read=0.1))
+    with client, pytest.raises(httpx.ReadTimeout) as info:
+        client.get(f"{upstream.url}/delay/1")
     assert not isinstance(info.value, CircuitTimeoutError)
     assert transport.registry[f"127.0.0.1:{upstream.port}"].get_metrics().failed_requests == 1
+
+
+@pytest.mark.filterwarnings("ignore:MockTransport is deprecated:DeprecationWarning")
+async def test_respx_mock_transport_asserts_all_called_through_the_wrapper() -> None:
+    """respx's own MockTransport (router=..., assert_all_called) checks its routes when
+    the client leaves its ``async with`` / ``with`` block, through the wrapper."""
+    from respx.transports import MockTransport
+
+    router = respx.Router(assert_all_called=True)
+    router.get(URL).respond(200)
+    router.get("https://api.example.com/never-called").respond(200)
+    wrapped = AsyncCircuitBreakerTransport(MockTransport(router=router))
+    with pytest.raises(AssertionError):  # raised as the client leaves the block
+        async with httpx.AsyncClient(transport=wrapped) as client:
+            assert (await client.get(URL)).status_code == 200
+    sync_router = respx.Router(assert_all_called=True)
+    sync_router.get("https://api.example.com/never-called").respond(200)
+    sync_wrapped = CircuitBreakerTransport(MockTransport(router=sync_router))
+    with pytest.raises(AssertionError), httpx.Client(transport=sync_wrapped):
+        pass
