@@ -162,13 +162,14 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     gone unused longest. A flood of failing hosts thus costs at most 64 looks per new
     host, never a scan of the whole registry.
 
-    When every breaker is forced (or, among the 64 looked at, busy) and the registry
-    is full, the new breaker is added anyway and the registry grows past `max_size`
-    (a WARNING is logged). A request to
-    a new host must not fail because an operator forced other hosts, and dropping a
-    forced breaker would silently undo the forcing; the excess is bounded by the
-    number of forced breakers, which only your own `force_*()` calls make (a flood of
-    hosts cannot), and it shrinks back as soon as one of them is `reset()`.
+    When every breaker is forced (or, among the 64 looked at, busy: its bulkhead has
+    requests in flight or waiting) and the registry is full, the new breaker is added
+    anyway and the registry grows past `max_size` (a WARNING is logged). A request to
+    a new host must not fail because an operator forced other hosts, dropping a forced
+    breaker would silently undo the forcing, and dropping a busy one would let a new
+    breaker for the same host double its limit. The excess is bounded by the forced
+    breakers (only your own `force_*()` calls make those) and the busy ones (at most
+    the requests in flight), and it shrinks back as they are `reset()` or go idle.
 
     Reading. `values()`, `items()`, iteration, `len`, `in`, `get` and `snapshot()`
     never raise while other threads create and evict breakers: the bulk reads copy

@@ -452,7 +452,8 @@ class _SyncTrackedStream(_Tracked, httpx.SyncByteStream):
 
 def _pool_timeout(request: httpx.Request) -> float | None:
     timeouts = request.extensions.get("timeout")
-    if isinstance(timeouts, Mapping):
+    # httpx puts a plain dict there; the ABC check is for anything else.
+    if type(timeouts) is dict or isinstance(timeouts, Mapping):
         pool = timeouts.get("pool")
         return pool if isinstance(pool, (int, float)) else None
     return None
@@ -942,9 +943,10 @@ class CircuitBreakerTransport(httpx.BaseTransport):
                     raise mine from exc
                 finally:
                     bound.close()
-                if bound.started is not None:
-                    start = bound.started
-                if clock() - start > timeout:
+                # The deadline ran from the connection (as in the async twin); the
+                # call's duration, for the record, from admission.
+                began = start if bound.started is None else bound.started
+                if clock() - began > timeout:
                     # The headers came, but later than the deadline (a server trickling
                     # them, or a wrapped transport that cannot be bounded): the deadline
                     # failed as surely as if it had stopped the request, so the caller

@@ -1,9 +1,9 @@
 """MkDocs hooks: put the repository's own files on the docs site, and link to them.
 
 The site is built from ``docs/``, but some of what it shows lives elsewhere in the
-repository and must stay there: ``CHANGELOG.md`` and ``BENCHMARKS.md`` at the root
-(the benchmark run writes the latter, with its chart in ``benchmarks/``),
-``benchmarks/FLEET.md`` (the fleet benchmark's own report), and the
+repository and must stay there: ``CHANGELOG.md``, ``CONTRIBUTING.md`` and
+``BENCHMARKS.md`` at the root (the benchmark run writes the last, with its chart in
+``benchmarks/``), ``benchmarks/FLEET.md`` (the fleet benchmark's own report), and the
 runnable scripts in ``examples/``. These hooks add them to the site as generated
 pages (an example becomes a page showing its source) instead of copies that could
 drift, and rewrite a page's relative links to them (``../examples/presets.py``,
@@ -28,6 +28,7 @@ _PAGES = {
     "changelog.md": "CHANGELOG.md",
     "benchmarks.md": "BENCHMARKS.md",
     "benchmarks-fleet.md": "benchmarks/FLEET.md",
+    "contributing.md": "CONTRIBUTING.md",
 }
 # Files other than pages, copied as they are.
 _ASSETS = {"benchmarks/results.png": "benchmarks/results.png"}

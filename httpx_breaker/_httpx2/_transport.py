@@ -456,7 +456,8 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
 
 def _pool_timeout(request: httpx2.Request) -> float | None:
     timeouts = request.extensions.get("timeout")
-    if isinstance(timeouts, Mapping):
+    # httpx2 puts a plain dict there; the ABC check is for anything else.
+    if type(timeouts) is dict or isinstance(timeouts, Mapping):
         pool = timeouts.get("pool")
         return pool if isinstance(pool, (int, float)) else None
     return None
@@ -946,9 +947,10 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                     raise mine from exc
                 finally:
                     bound.close()
-                if bound.started is not None:
-                    start = bound.started
-                if clock() - start > timeout:
+                # The deadline ran from the connection (as in the async twin); the
+                # call's duration, for the record, from admission.
+                began = start if bound.started is None else bound.started
+                if clock() - began > timeout:
                     # The headers came, but later than the deadline (a server trickling
                     # them, or a wrapped transport that cannot be bounded): the deadline
                     # failed as surely as if it had stopped the request, so the caller
