@@ -127,9 +127,9 @@ def test_headers_later_than_timeout_are_a_failure(lib: Library, upstream: Upstre
     once they are in, as the async twin does, and count as a failure."""
     ticks = itertools.count()
     transport = make(lib, lambda: float(next(ticks)), timeout=0.5)  # every clock read is 1 s later
-    with lib.Client(transport=transport) as client:
-        with pytest.raises(lib.CircuitTimeoutError) as info:
-            client.get(f"{upstream.url}/ok")
+    client = lib.Client(transport=transport)
+    with client, pytest.raises(lib.CircuitTimeoutError) as info:
+        client.get(f"{upstream.url}/ok")
     assert info.value.request.url == f"{upstream.url}/ok"
     assert transport.registry[key_of(upstream)].get_metrics().failed_requests == 1
 
