@@ -71,9 +71,9 @@ def circuit_breaker(func: Callable[P, R], /) -> BreakerWrapped[P, R]: ...
 def circuit_breaker(
     name: str | None = None,
     /,
-    *,
     config: CircuitBreakerConfig | None = None,
     classifier: ResultClassifier | None = None,
+    *,
     clock: Callable[[], float] | None = None,
 ) -> BreakerDecorator: ...
 
@@ -91,10 +91,10 @@ def circuit_breaker(
 def circuit_breaker(
     func_or_name: Any = None,
     /,
-    *,
-    name: str | None = None,
     config: CircuitBreakerConfig | None = None,
     classifier: ResultClassifier | None = None,
+    *,
+    name: str | None = None,
     clock: Callable[[], float] | None = None,
 ) -> Any:
     """Run every call of the decorated function through its own `CircuitBreaker`.
@@ -126,10 +126,16 @@ def circuit_breaker(
 
     `name` defaults to the module and qualified name of the function (for a
     `functools.partial`, of the function it wraps; for a callable object, of its
-    class). `classifier` is `(result, exception) -> bool | None`, so a function that
+    class). `name`, `config` and `classifier` may be given by keyword or, in that
+    order, positionally (``@circuit_breaker("external_api", config)``). `classifier` is `(result, exception) -> bool | None`, so a function that
     returns its failures (a `Result` type) can still trip the breaker.
     """
     if callable(func_or_name) and not isinstance(func_or_name, str):
+        if config is not None or classifier is not None:
+            raise TypeError(
+                "circuit_breaker(func) takes no config or classifier: use "
+                "@circuit_breaker(name, config, classifier) (or keywords) above the function"
+            )
         return _decorate(func_or_name, name, config, classifier, clock)
     if func_or_name is not None:
         if name is not None:

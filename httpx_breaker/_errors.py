@@ -18,12 +18,9 @@ this way is always safe to retry elsewhere or later, whatever its method.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import httpx
 
-if TYPE_CHECKING:
-    from ._state import CircuitState
+from ._state import CircuitState
 
 __all__ = ["BulkheadFullError", "CircuitOpenError", "CircuitTimeoutError", "RequestRejected"]
 
@@ -34,12 +31,19 @@ class RequestRejected(httpx.TransportError):
     The common base of `CircuitOpenError` and `BulkheadFullError`. A refusal is never
     counted as a failure of the host.
 
+    Every error here can also be built the way httpx's own errors are,
+    ``Error("message", request=request)`` (as respx does for an exception class given
+    as a route's ``side_effect``): the other arguments have defaults.
+
     Attributes:
         key: the breaker's name (for a transport, the host key such as ``"api.example.com"``).
+        retry_after: seconds until a request may pass, or None where nobody can tell
+            (always None for a bulkhead refusal: a slot frees when a request ends).
         request: the refused `httpx.Request`, when a transport raised it.
     """
 
     key: str
+    retry_after: float | None = None
 
     def __init__(self, key: str, *, request: httpx.Request | None = None) -> None:
         self.key = key
@@ -75,8 +79,8 @@ class CircuitOpenError(RequestRejected):
     def __init__(
         self,
         key: str,
-        state: CircuitState,
-        retry_after: float | None,
+        state: CircuitState = CircuitState.OPEN,
+        retry_after: float | None = None,
         *,
         request: httpx.Request | None = None,
     ) -> None:
@@ -112,18 +116,28 @@ class BulkheadFullError(RequestRejected):
 
     Attributes:
         key: the breaker's name (for a transport, the host key such as ``"api.example.com"``).
-        limit: the breaker's `max_concurrent`.
+        limit: the breaker's `max_concurrent` (also readable as `max_concurrent`).
+        retry_after: None: nobody can tell when a slot frees.
         request: the refused `httpx.Request`, when a transport raised it.
     """
 
-    def __init__(self, key: str, limit: int, *, request: httpx.Request | None = None) -> None:
+    def __init__(
+        self, key: str, limit: int | None = None, *, request: httpx.Request | None = None
+    ) -> None:
         self.key = key
         self.limit = limit
         # Cheap on purpose: see RequestRejected.__init__ (no super() chain, no message).
         Exception.__init__(self, key)
         self._request = request
 
+    @property
+    def max_concurrent(self) -> int | None:
+        """The breaker's `max_concurrent`: the same as `limit`."""
+        return self.limit
+
     def __str__(self) -> str:
+        if self.limit is None:
+            return f"{self.key!r} is at its limit of requests in flight (max_concurrent)"
         return f"{self.key!r} is at its limit of {self.limit} requests in flight (max_concurrent)"
 
     def __reduce__(self) -> tuple[object, ...]:
@@ -135,23 +149,23 @@ class CircuitTimeoutError(httpx.TimeoutException):
 
     Attributes:
         key: the breaker's name.
-        timeout: the deadline that was exceeded, in seconds.
+        timeout: the deadline that was exceeded, in seconds (None if not given).
         request: the `httpx.Request`, when a transport raised it.
     """
 
     def __init__(
-        self, key: str, timeout: float, *, request: httpx.Request | None = None
+        self, key: str, timeout: float | None = None, *, request: httpx.Request | None = None
     ) -> None:
         self.key = key
         self.timeout = timeout
+        limit = "its timeout" if timeout is None else f"its {timeout:g}s timeout"
         super().__init__(
-            f"call through circuit breaker {key!r} exceeded its {timeout:g}s timeout",
-            request=request,
+            f"call through circuit breaker {key!r} exceeded {limit}", request=request
         )
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_timeout_error, (self.key, self.timeout))
 
 
-def _rebuild_timeout_error(key: str, timeout: float) -> CircuitTimeoutError:
+def _rebuild_timeout_error(key: str, timeout: float | None) -> CircuitTimeoutError:
     return CircuitTimeoutError(key, timeout)

@@ -21,14 +21,12 @@ it leaves an httpx2 transport.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import httpx2
 
 from .. import _errors
-
-if TYPE_CHECKING:
-    from .._state import CircuitState
+from .._state import CircuitState
 
 __all__ = [
     "BulkheadFullError",
@@ -87,8 +85,8 @@ class CircuitOpenError(_errors.CircuitOpenError, RequestRejected):  # type: igno
     def __init__(
         self,
         key: str,
-        state: CircuitState,
-        retry_after: float | None,
+        state: CircuitState = CircuitState.OPEN,
+        retry_after: float | None = None,
         *,
         request: httpx2.Request | None = None,
     ) -> None:
@@ -104,7 +102,9 @@ class BulkheadFullError(_errors.BulkheadFullError, RequestRejected):  # type: ig
     an `httpx2.TransportError` and an `httpx_breaker.BulkheadFullError`, with `key`,
     `limit` and `request` (the `httpx2.Request`)."""
 
-    def __init__(self, key: str, limit: int, *, request: httpx2.Request | None = None) -> None:
+    def __init__(
+        self, key: str, limit: int | None = None, *, request: httpx2.Request | None = None
+    ) -> None:
         super().__init__(key, limit)
         self._request = request
 
@@ -120,7 +120,9 @@ class CircuitTimeoutError(_Twin, _errors.CircuitTimeoutError, httpx2.TimeoutExce
     `timeout` and `request` (the `httpx2.Request`).
     """
 
-    def __init__(self, key: str, timeout: float, *, request: httpx2.Request | None = None) -> None:
+    def __init__(
+        self, key: str, timeout: float | None = None, *, request: httpx2.Request | None = None
+    ) -> None:
         super().__init__(key, timeout)
         self._request = request
 

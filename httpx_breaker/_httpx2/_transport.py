@@ -230,7 +230,6 @@ class _Core:
         state: object,
         start: float,
         end: float,
-        overrun: CircuitTimeoutError | None,
         tracked: type[_Tracked],
         bulkhead: Bulkhead | None,
         closes: int,
@@ -245,7 +244,7 @@ class _Core:
             # again, so the outcome is known now. Wrapping it would also nest wrappers
             # around a response object that an inner transport hands out repeatedly.
             try:
-                _finish(self, breaker, token, request, response, overrun, start, end, closes)
+                _finish(self, breaker, token, request, response, None, start, end, closes)
             finally:
                 if bulkhead is not None:
                     bulkhead.release()
@@ -256,9 +255,9 @@ class _Core:
                 response.stream = tracked(  # type: ignore[assignment]  # as below
                     response.stream, None, breaker, token, request, None, 0.0, 0.0, bulkhead, 0
                 )
-            _finish(self, breaker, token, request, response, overrun, start, end, closes)
+            _finish(self, breaker, token, request, response, None, start, end, closes)
         else:
-            stream = tracked(
+            response.stream = tracked(  # type: ignore[assignment]  # one of the two stream classes
                 response.stream,
                 self,
                 breaker,
@@ -270,8 +269,6 @@ class _Core:
                 bulkhead,
                 closes,
             )
-            stream._error = overrun
-            response.stream = stream  # type: ignore[assignment]  # one of the two stream classes
         response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
         return response
 
@@ -504,6 +501,23 @@ def _pool_timeout(request: httpx2.Request) -> float | None:
     return None
 
 
+def _pool_has_room(transport: object) -> bool:
+    """Whether a request sent now through `transport` gets a connection without waiting
+    for the client's own pool: httpx2's transport, whose httpcore2 pool holds fewer
+    requests than its `max_connections` (a request only queues when every connection
+    it may have is busy). False when that cannot be read (another transport, or an
+    httpcore2 that keeps its pool differently): then the pool may make it wait.
+
+    Read just before the request enters the pool, with no await in between, so no other
+    task of this event loop can take the room first.
+    """
+    pool: Any = getattr(transport, "_pool", None)
+    try:
+        return bool(len(pool._requests) < pool._max_connections)
+    except (AttributeError, TypeError):
+        return False
+
+
 def _restore(extensions: dict[str, Any], name: str, value: object) -> None:
     if value is None:
         extensions.pop(name, None)
@@ -698,7 +712,6 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                 state,
                 start,
                 end,
-                None,
                 _AsyncTrackedStream,
                 bulkhead,
                 closes,
@@ -729,12 +742,17 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         Where the wrapped transport reports (through httpcore2's ``trace``) when the
         request gets a connection, the deadline starts there: the wait for the client's
         own pool is not the host's fault. Until then it allows the pool's own timeout on
-        top (no deadline if the pool may wait forever). Elsewhere it starts now.
+        top (no deadline if the pool may wait forever), unless the pool has room, so that
+        the request cannot wait for it. Elsewhere it starts now.
+
+        A pool with room matters beyond speed: a mock that replaces httpcore2's pool
+        (respx) never reports a connection, and its slow route must still time out at
+        `timeout`, as over any other transport.
         """
         core = self._core
         extensions = request.extensions
         first: float | None = timeout
-        if core.traces:
+        if core.traces and not _pool_has_room(self._transport):
             pool = _pool_timeout(request)
             first = None if pool is None else timeout + pool
         user_trace = extensions.get("trace")
@@ -830,8 +848,10 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
     timeout, counted from the moment the request got a connection, and running out
     raises `CircuitTimeoutError`; the body keeps httpx2's own timeouts. Headers that
     still arrive later than `timeout` (a server trickling them, a wrapped transport
-    that cannot be bounded, or an HTTP/2 connection, whose reads serve every request
-    on it) are recorded as a failure, and the response is returned all the same.
+    that cannot be bounded such as a mock whose handler sleeps, or an HTTP/2
+    connection, whose reads serve every request on it and so are never lowered) raise
+    `CircuitTimeoutError` too, once they have come: the response is closed unread and
+    the request counts as a failure, as in the async twin.
 
     ```python
     transport = CircuitBreakerTransport(default=CircuitBreakerConfig(failure_threshold=5))
@@ -927,7 +947,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             BulkheadFullError: the policy's `max_concurrent` requests were in flight and
                 no slot came free within `max_wait`; nothing was sent.
             CircuitTimeoutError: the policy sets `timeout` and a step up to the response
-                headers ran out of it.
+                headers ran out of it, or the headers came later than `timeout`.
             ValueError: ``extensions["circuit_breaker"]`` holds an unknown option, or
                 a ``policy`` that is not a pattern of the policies, or an empty ``key``.
             TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
@@ -961,7 +981,6 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         closes = core.closes
         config = breaker._config
         timeout = config.timeout
-        overrun = None
         try:
             if timeout is None:
                 response = self._transport.handle_request(request)
@@ -980,7 +999,12 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                 # call's duration, for the record, from admission.
                 began = start if bound.started is None else bound.started
                 if clock() - began > timeout:
-                    overrun = httpx2_errors.CircuitTimeoutError(breaker._name, timeout, request=request)
+                    # The headers came, but later than the deadline (a server trickling
+                    # them, or a wrapped transport that cannot be bounded): the deadline
+                    # failed as surely as if it had stopped the request, so the caller
+                    # gets what the async twin raises, and the response is closed.
+                    response.close()
+                    raise httpx2_errors.CircuitTimeoutError(breaker._name, timeout, request=request)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead, closes)
             raise
@@ -992,7 +1016,6 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             state,
             start,
             clock(),
-            overrun,
             _SyncTrackedStream,
             bulkhead,
             closes,
@@ -1034,12 +1057,13 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
 _monotonic = time.monotonic
 _PHASES = ("connect", "read", "write")
 _LONGEST_TIMEOUT = threading.TIMEOUT_MAX  # what a socket (or lock) timeout can hold
-# The timeout each phase's expiry raises (a pool timeout is never ours: not lowered).
-_PHASE_OF: dict[type[Exception], str] = {
-    httpx2.ConnectTimeout: "connect",
-    httpx2.ReadTimeout: "read",
-    httpx2.WriteTimeout: "write",
-}
+# The phase whose timeout each of httpx2's timeouts means (a pool timeout is never ours:
+# it is not lowered).
+_PHASE_OF: tuple[tuple[type[httpx2.TimeoutException], str], ...] = (
+    (httpx2.ConnectTimeout, "connect"),
+    (httpx2.ReadTimeout, "read"),
+    (httpx2.WriteTimeout, "write"),
+)
 _NOT_CAPPED = ("response_body.started", "response_closed.started")
 
 
@@ -1060,7 +1084,7 @@ class _SyncDeadline:
         "_t0",
         "_timeouts",
         "_user_trace",
-        "capped",
+        "lowered",
         "name",
         "started",
         "timeout",
@@ -1081,8 +1105,8 @@ class _SyncDeadline:
         self.started: float | None = None  # the breaker's clock at the first step
         self._t0 = 0.0  # the real clock then
         # The phases ("connect", "read", "write") whose timeout we lowered for the step
-        # under way: a timeout of another phase is the caller's own.
-        self.capped: tuple[str, ...] = ()
+        # under way: a timeout of one of those is the deadline's, any other is httpx2's.
+        self.lowered: tuple[str, ...] = ()
         extensions = self._extensions = request.extensions
         self._timeouts = extensions.get("timeout")
         self._user_trace = extensions.get("trace")
@@ -1106,9 +1130,9 @@ class _SyncDeadline:
                 # An HTTP/2 connection carries other requests' streams too, and httpcore2
                 # fails every one of them after a read or write timeout: no lowered
                 # timeout there. The deadline is checked at each step and at the
-                # headers (a late response is recorded as a failure).
+                # headers (a late response raises, as everywhere).
                 _restore(self._extensions, "timeout", self._timeouts)
-                self.capped = ()
+                self.lowered = ()
             else:
                 self._cap(left)
         user_trace = self._user_trace
@@ -1126,16 +1150,20 @@ class _SyncDeadline:
             if value is None or value > left:
                 capped[phase] = left
                 lowered.append(phase)
-        self.capped = tuple(lowered)
+        self.lowered = tuple(lowered)
         self._extensions["timeout"] = capped
 
     def explain(self, exc: httpx2.TimeoutException) -> httpx2.TimeoutException:
-        """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired."""
+        """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired.
+
+        httpx2's own timeout of a phase (a `read` shorter than what is left of the
+        deadline, say) stays httpx2's: the deadline is not what stopped the request.
+        """
         if isinstance(exc, CircuitTimeoutError):
             return exc
-        phase = _PHASE_OF.get(type(exc))
-        if phase is not None and phase in self.capped:
-            return httpx2_errors.CircuitTimeoutError(self.name, self.timeout)
+        for kind, phase in _PHASE_OF:
+            if isinstance(exc, kind):
+                return httpx2_errors.CircuitTimeoutError(self.name, self.timeout) if phase in self.lowered else exc
         return exc
 
     def close(self) -> None:
