@@ -457,6 +457,44 @@ async def test_async_deadline_hands_back_the_callers_trace(
     assert response.request.extensions["trace"] is trace
 
 
+async def test_a_deadline_leaves_no_reference_cycle_per_request(lib: Library) -> None:
+    """With `timeout` set, a request leaves nothing for the garbage collector beyond what
+    the same request leaves without the breaker: the trace hook the deadline installs is
+    freed when the request is done (a hook that named itself made a cycle per request)."""
+    calls: list[str] = []
+
+    class Tracing(lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        async def handle_async_request(self, request: Any) -> Any:
+            trace = request.extensions.get("trace")
+            for event in ("http11.send_request_headers.started", "http11.receive_response_headers.started"):
+                if trace is not None:
+                    await trace(event, {})
+                    calls.append(event)
+            return lib.Response(200, content=chunks())
+
+    async def garbage_of(transport: Any, n: int = 50) -> int:
+        request = lib.Request("GET", URL)
+        response = await transport.handle_async_request(request)
+        await response.aread()
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(n):
+                response = await transport.handle_async_request(lib.Request("GET", URL))
+                await response.aread()
+            del response
+            return gc.collect()
+        finally:
+            gc.enable()
+
+    floor = await garbage_of(Tracing())
+    ours = lib.AsyncCircuitBreakerTransport(
+        transport=Tracing(), default=CircuitBreakerConfig(timeout=30.0)
+    )
+    assert await garbage_of(ours) == floor
+    assert "http11.receive_response_headers.started" in calls  # the hook was called
+
+
 def test_deadlines_keep_no_event_loop_alive() -> None:
     """asyncio.run() in a loop, each run with deadlines still pending at its end, leaves
     no loop (nor a sweeper) behind once collected."""

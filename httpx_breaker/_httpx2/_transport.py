@@ -518,6 +518,38 @@ def _pool_has_room(transport: object) -> bool:
         return False
 
 
+class _StartAtConnection:
+    """httpcore2's ``trace`` hook for one request: at the first event (the request has its
+    connection) it hands tracing back to the caller's own hook, so later events cost
+    nothing (httpcore2 reads the hook anew every step), and calls `started`; every event
+    goes on to the caller's hook.
+
+    An object, not a closure: a closure that checks whether it is still the installed
+    hook names itself, a reference cycle per request that only the GC would free.
+    """
+
+    __slots__ = ("_extensions", "_started", "_user")
+
+    def __init__(
+        self,
+        extensions: dict[str, Any],
+        user: Callable[[str, dict[str, Any]], Awaitable[None]] | None,
+        started: Callable[[], None],
+    ) -> None:
+        self._extensions = extensions
+        self._user = user
+        self._started = started
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        extensions = self._extensions
+        if extensions.get("trace") is self:
+            _restore(extensions, "trace", self._user)
+            self._started()
+        user = self._user
+        if user is not None:
+            await user(event, info)
+
+
 def _restore(extensions: dict[str, Any], name: str, value: object) -> None:
     if value is None:
         extensions.pop(name, None)
@@ -764,19 +796,15 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             cancelling = task.cancelling()
             place = None if first is None else sweeper.arm(loop, task, first)
 
-            async def trace(event: str, info: dict[str, Any]) -> None:
+            def started() -> None:
                 # httpcore2's first event for a request: it has its connection (new or
-                # pooled). Start the deadline there, once, and hand tracing back so
-                # later events cost nothing (httpcore2 reads the hook anew every step).
+                # pooled). Start the deadline there, once.
                 nonlocal place
-                if extensions.get("trace") is trace:
-                    core.traces = True
-                    _restore(extensions, "trace", user_trace)
-                    if place is None or sweeper.disarm(*place):
-                        place = sweeper.arm(loop, task, timeout)
-                if user_trace is not None:
-                    await user_trace(event, info)
+                core.traces = True
+                if place is None or sweeper.disarm(*place):
+                    place = sweeper.arm(loop, task, timeout)
 
+            trace = _StartAtConnection(extensions, user_trace, started)
             extensions["trace"] = trace
             try:
                 response = await self._transport.handle_async_request(request)
@@ -799,15 +827,12 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
 
         scope = cancel_scope(first)
 
-        async def scope_trace(event: str, info: dict[str, Any]) -> None:
+        def scope_started() -> None:
             # The same, on a cancel scope (trio; asyncio before 3.11).
-            if extensions.get("trace") is scope_trace:
-                core.traces = True
-                _restore(extensions, "trace", user_trace)
-                scope.deadline = scope_now(scope) + timeout
-            if user_trace is not None:
-                await user_trace(event, info)
+            core.traces = True
+            scope.deadline = scope_now(scope) + timeout
 
+        scope_trace = _StartAtConnection(extensions, user_trace, scope_started)
         extensions["trace"] = scope_trace
         try:
             with scope:
