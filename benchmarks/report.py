@@ -1,4 +1,4 @@
-"""BENCHMARKS.md, its chart and the README's performance table, from the results of one run."""
+"""BENCHMARKS.md, its chart and the table of docs/performance.md, from one run's results."""
 
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def markdown(results: dict[str, Any], chart: Path | None, base: Path) -> str:
     lines += fleet_lines(base)
     if results.get("readme_table"):
         lines += [
-            "## The README's performance table, from this run",
+            "## The performance table of docs/performance.md, from this run",
             "",
             "```markdown",
             results["readme_table"].rstrip("\n"),
@@ -329,7 +329,7 @@ def _scale_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-# -- the README's table ------------------------------------------------------------------
+# -- the table of docs/performance.md -------------------------------------------------------
 
 
 def _peers(results: dict[str, Any], table: str) -> str:
@@ -341,7 +341,7 @@ def _peers(results: dict[str, Any], table: str) -> str:
 
 
 def readme_table(results: dict[str, Any]) -> str:
-    """The README's performance paragraph head and table, in µs, from this run."""
+    """docs/performance.md's paragraph head and table, in µs, from this run."""
     m = results["machine"]
 
     def a(key: str) -> float | None:

@@ -1,4 +1,4 @@
-"""Run the benchmarks; write BENCHMARKS.md, its chart and the README's table from one run.
+"""Run the benchmarks; write BENCHMARKS.md, its chart and docs/performance.md's table, one run.
 
     .venv-bench/bin/python -m benchmarks                 # everything (~3 minutes); writes
                                                          # BENCHMARKS.md, benchmarks/results.png
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--readme-table",
         type=Path,
         default=None,
-        help="also write the README's performance table to this file",
+        help="also write docs/performance.md's table to this file",
     )
     parser.add_argument("--json", type=Path, default=None, help="also dump the raw results as JSON")
     parser.add_argument("--no-client", action="store_true", help="skip the whole-client section")
@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.mode == "all":
         table = report.readme_table(results)
         results["readme_table"] = table
-        print("\n== The README's performance table (paste as is)\n")
+        print("\n== The table of docs/performance.md (paste as is)\n")
         print(table)
         if args.readme_table is not None:
             args.readme_table.write_text(table)
