@@ -30,9 +30,9 @@ import httpx
 from ._breaker import FAILURE, IGNORED, SUCCESS, CircuitBreaker, outcome_of
 from ._bulkhead import Bulkhead
 from ._classify import (
-    CACHE_MARKERS,
     DEFAULT_FAILURE_STATUSES,
     Classifier,
+    cache_marked,
     default_classifier,
     from_cache,
 )
@@ -368,7 +368,7 @@ class _Tracked:
                 error is None
                 and core.default_rules
                 and response.status_code not in DEFAULT_FAILURE_STATUSES
-                and (not response.extensions or CACHE_MARKERS.isdisjoint(response.extensions))
+                and not cache_marked(response.extensions)
             ):
                 # The default rules' verdict on a response read to the end (or left
                 # early): a success. The rest, `_finish` decides.
@@ -431,6 +431,34 @@ class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
         # the caller awaits the wrapped stream's own close (one coroutine less per
         # response). Only a body left half read takes the longer way, to close what we
         # were iterating first.
+        core = self._core
+        if (
+            core is not None
+            and self._chunks is None
+            and self._error is None
+            and self._bulkhead is None
+            and core.default_rules
+        ):
+            # The common case, `_settle` inline: the default rules' success (a status
+            # they do not fail, no cache mark: `CACHE_MARKERS` spelled out, as a set
+            # operation on the extensions costs more than the rest of this together).
+            response = self._response
+            assert response is not None
+            extensions = response.extensions
+            if (
+                response.status_code not in DEFAULT_FAILURE_STATUSES
+                and "caching" not in extensions
+                and "hishel_from_cache" not in extensions
+                and "from_cache" not in extensions
+            ):
+                self._core = None
+                self._response = None
+                breaker = self._breaker
+                try:
+                    breaker.record_success(self._token, self._start, self._end, breaker._clock())
+                except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
+                    return self._aclose_then_raise(exc)
+                return self._stream.aclose()  # type: ignore[no-any-return]
         if self._chunks is not None:
             return self._aclose_iterator()
         try:

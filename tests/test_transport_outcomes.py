@@ -457,6 +457,39 @@ async def test_async_deadline_hands_back_the_callers_trace(
     assert response.request.extensions["trace"] is trace
 
 
+@TRIO_ASYNCGEN_WARNING
+@pytest.mark.parametrize(
+    "marker",
+    [{"caching": {"from_cache": True}}, {"hishel_from_cache": True}, {"from_cache": True}],
+    ids=["hishel2", "hishel1", "hishel0"],
+)
+async def test_a_streamed_cache_hit_is_ignored_when_its_body_closes(
+    lib: Library, marker: dict[str, object], clock: FakeClock
+) -> None:
+    """A 200 that a cache below the breaker served, streamed and read to the end, is
+    ignored, not a success: the close path's shortcut for successes checks the marks."""
+    inner = lib.MockTransport(
+        lambda request: lib.Response(200, content=chunks(), extensions=dict(marker))
+    )
+    transport = lib.AsyncCircuitBreakerTransport(inner, registry=registry(clock))
+    async with lib.AsyncClient(transport=transport) as client:
+        assert (await client.get(URL)).content == LINES
+        async with client.stream("GET", URL) as response:
+            async for _ in response.aiter_bytes():
+                break
+    m = transport.registry[KEY].get_metrics()
+    assert (m.successful_requests, m.ignored_requests) == (0, 2)
+
+
+def test_cache_marked_knows_every_cache_marker() -> None:
+    """The spelled-out check agrees with `CACHE_MARKERS`, the documented list."""
+    from httpx_breaker._classify import CACHE_MARKERS, cache_marked
+
+    assert all(cache_marked({name: True}) for name in CACHE_MARKERS)
+    assert not cache_marked({"circuit_breaker": {}, "http_version": b"HTTP/1.1"})
+    assert not cache_marked({})
+
+
 async def test_a_deadline_leaves_no_reference_cycle_per_request(lib: Library) -> None:
     """With `timeout` set, a request leaves nothing for the garbage collector beyond what
     the same request leaves without the breaker: the trace hook the deadline installs is

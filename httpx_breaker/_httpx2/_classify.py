@@ -12,7 +12,7 @@ a caller that stops reading early is not an error, so that response arrives as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import httpx2
 
@@ -60,6 +60,15 @@ CACHE_MARKERS: frozenset[str] = frozenset({"caching", "hishel_from_cache", "from
 response with none of them came from the network."""
 
 
+def cache_marked(extensions: Mapping[str, object]) -> bool:
+    """Whether `extensions` holds any of `CACHE_MARKERS` (whatever their values).
+
+    Spelled out, not a set operation: a few dict lookups cost a third as much, and this
+    runs for every response.
+    """
+    return "caching" in extensions or "hishel_from_cache" in extensions or "from_cache" in extensions
+
+
 def from_cache(response: httpx2.Response) -> bool:
     """Whether a caching layer below the breaker served `response` from its cache.
 
@@ -69,7 +78,7 @@ def from_cache(response: httpx2.Response) -> bool:
     ignore it.
     """
     extensions = response.extensions
-    if not extensions or CACHE_MARKERS.isdisjoint(extensions):
+    if not cache_marked(extensions):
         return False
     caching = extensions.get("caching")
     if caching is not None:
