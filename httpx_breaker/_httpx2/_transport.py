@@ -436,13 +436,7 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
         # response). Only a body left half read takes the longer way, to close what we
         # were iterating first.
         core = self._core
-        if (
-            core is not None
-            and self._chunks is None
-            and self._error is None
-            and self._bulkhead is None
-            and core.default_rules
-        ):
+        if core is not None and self._chunks is None and self._error is None and core.default_rules:
             # The common case, `_settle` inline: the default rules' success (a status
             # they do not fail, no cache mark: `CACHE_MARKERS` spelled out, as a set
             # operation on the extensions costs more than the rest of this together).
@@ -462,6 +456,10 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
                     breaker.record_success(self._token, self._start, self._end, breaker._clock())
                 except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
                     return self._aclose_then_raise(exc)
+                bulkhead = self._bulkhead
+                if bulkhead is not None:
+                    self._bulkhead = None
+                    bulkhead.release()
                 return self._stream.aclose()  # type: ignore[no-any-return]
         if self._chunks is not None:
             return self._aclose_iterator()
