@@ -32,7 +32,6 @@ from ._bulkhead import Bulkhead
 from ._classify import (
     DEFAULT_FAILURE_STATUSES,
     Classifier,
-    cache_marked,
     default_classifier,
     from_cache,
 )
@@ -364,11 +363,16 @@ class _Tracked:
             assert response is not None
             self._response = None
             breaker, error = self._breaker, self._error
+            extensions = response.extensions
             if (
                 error is None
                 and core.default_rules
                 and response.status_code not in DEFAULT_FAILURE_STATUSES
-                and not cache_marked(response.extensions)
+                # `cache_marked(extensions)`, spelled out: the call alone costs as much
+                # as the three lookups, on every response.
+                and "caching" not in extensions
+                and "hishel_from_cache" not in extensions
+                and "from_cache" not in extensions
             ):
                 # The default rules' verdict on a response read to the end (or left
                 # early): a success. The rest, `_finish` decides.
@@ -431,32 +435,6 @@ class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
         # the caller awaits the wrapped stream's own close (one coroutine less per
         # response). Only a body left half read takes the longer way, to close what we
         # were iterating first.
-        core = self._core
-        if core is not None and self._chunks is None and self._error is None and core.default_rules:
-            # The common case, `_settle` inline: the default rules' success (a status
-            # they do not fail, no cache mark: `CACHE_MARKERS` spelled out, as a set
-            # operation on the extensions costs more than the rest of this together).
-            response = self._response
-            assert response is not None
-            extensions = response.extensions
-            if (
-                response.status_code not in DEFAULT_FAILURE_STATUSES
-                and "caching" not in extensions
-                and "hishel_from_cache" not in extensions
-                and "from_cache" not in extensions
-            ):
-                self._core = None
-                self._response = None
-                breaker = self._breaker
-                try:
-                    breaker.record_success(self._token, self._start, self._end, breaker._clock())
-                except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
-                    return self._aclose_then_raise(exc)
-                bulkhead = self._bulkhead
-                if bulkhead is not None:
-                    self._bulkhead = None
-                    bulkhead.release()
-                return self._stream.aclose()  # type: ignore[no-any-return]
         if self._chunks is not None:
             return self._aclose_iterator()
         try:
