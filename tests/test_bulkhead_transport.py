@@ -358,9 +358,13 @@ async def test_slot_returned_on_errors(lib: Library, upstream: Upstream) -> None
             await client.get(f"{upstream.url}/cut")
         bulkhead = bulkhead_of(transport.breaker_for_url(upstream.url))
         assert bulkhead.in_use == 0
+        refused_url = f"http://127.0.0.1:{closed_port()}/"
         with pytest.raises(lib.ConnectError):
-            await client.get(f"http://127.0.0.1:{closed_port()}/")
+            await client.get(refused_url)
         # The limit is per breaker: the refused port's breaker has its own, now free.
+        refused = transport.breaker_for_url(refused_url)
+        assert bulkhead_of(refused).in_use == 0
+        assert refused.get_metrics().failed_requests == 1
         assert (await client.get(f"{upstream.url}/ok")).status_code == 200
     breaker = transport.breaker_for_url(upstream.url)
     assert breaker.get_metrics().failed_requests == 2
@@ -508,7 +512,11 @@ def test_outcome_at_headers_still_holds_the_slot_until_close_sync(
         with client.stream("GET", f"{upstream.url}/ok"):
             assert breaker.get_metrics().successful_requests == 1
             assert bulkhead_of(breaker).in_use == 1
+            with pytest.raises(lib.BulkheadFullError):
+                client.get(f"{upstream.url}/ok")
         assert bulkhead_of(breaker).in_use == 0
+    metrics = breaker.get_metrics()  # recorded once, at the headers, not again at close
+    assert (metrics.successful_requests, metrics.ignored_requests) == (1, 0)
 
 
 # -- per host, bypass, and the breaker in front ------------------------------------------

@@ -722,6 +722,8 @@ def test_outcome_at_headers_frees_the_probe_slot_sync(
             events = [line for line in stream.iter_lines() if line]
         assert events == ["data: 0", "data: 1"]
         assert breaker.state is CLOSED
+        metrics = breaker.get_metrics()  # the stream counted once, at its headers
+        assert (metrics.successful_requests, metrics.failed_requests) == (2, 1)
 
 
 async def test_outcome_at_headers_does_not_count_a_later_body_error(http1_server: Server) -> None:
@@ -743,7 +745,9 @@ def test_outcome_at_headers_does_not_count_a_later_body_error_sync(http1_server:
         with pytest.raises(httpx.RemoteProtocolError):
             client.get(http1_server.url("/cut"))
     breaker = transport.registry[http1_server.key]
-    assert (breaker.get_metrics().failed_requests, breaker.state) == (0, CLOSED)
+    metrics = breaker.get_metrics()
+    assert (metrics.successful_requests, metrics.failed_requests, metrics.ignored_requests) == (1, 0, 0)
+    assert breaker.state is CLOSED
 
 
 async def test_outcome_at_close_counts_a_body_cut_mid_stream(http1_server: Server) -> None:

@@ -198,8 +198,8 @@ async def test_async_closing_the_client_mid_body_is_not_a_host_failure(
     assert breaker.state is CircuitState.HALF_OPEN  # not reopened
     metrics = breaker.get_metrics()
     assert (metrics.failed_requests, metrics.ignored_requests) == (0, 1)
-    # The probe slot came back: the next request is let through.
-    assert breaker._acquire() >= 0
+    # The probe slot came back: the next request would be let through now.
+    assert breaker.retry_after == 0.0
 
 
 def test_sync_closing_the_client_mid_body_is_not_a_host_failure(
@@ -225,7 +225,9 @@ def test_sync_closing_the_client_mid_body_is_not_a_host_failure(
         next(reader)
     response.close()
     assert breaker.state is CircuitState.HALF_OPEN
-    assert breaker.get_metrics().failed_requests == 0
+    metrics = breaker.get_metrics()
+    assert (metrics.failed_requests, metrics.ignored_requests) == (0, 1)
+    assert breaker.retry_after == 0.0  # the probe slot came back
 
 
 # -- outcome_at="headers" --------------------------------------------------------------
@@ -287,12 +289,16 @@ async def test_bypass_must_be_a_bool(lib: Library, value: object, clock: FakeClo
         async with lib.AsyncClient(transport=transport) as client:
             with pytest.raises(TypeError, match=r'\["bypass"\] must be a bool'):
                 await client.get(URL, extensions={"circuit_breaker": {"bypass": value}})
-            assert (await client.get(URL, extensions={"circuit_breaker": {"bypass": False}}))
-            set_state(transport, KEY, CircuitState.OPEN)
+            ok = await client.get(URL, extensions={"circuit_breaker": {"bypass": False}})
+            assert ok.status_code == 200
+            breaker = set_state(transport, KEY, CircuitState.OPEN)
             with pytest.raises(CircuitOpenError):
                 await client.get(URL, extensions={"circuit_breaker": {"bypass": False}})
-            assert (await client.get(URL, extensions={"circuit_breaker": {"bypass": True}}))
+            bypassed = await client.get(URL, extensions={"circuit_breaker": {"bypass": True}})
+            assert bypassed.status_code == 200
     assert route.call_count == 2
+    metrics = breaker.get_metrics()  # the bypassed request is not the breaker's
+    assert (metrics.total_requests, metrics.rejected_requests) == (1, 1)
 
 
 # -- the wrapped transport's lifecycle -------------------------------------------------
