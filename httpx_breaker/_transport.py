@@ -1201,7 +1201,10 @@ def _breaker_for_url(core: _Core, url: str | httpx.URL | httpx.Request) -> Circu
     if isinstance(url, httpx.Request):
         request = url
     elif isinstance(url, (str, httpx.URL)):
-        request = httpx.Request("GET", url)
+        try:
+            request = httpx.Request("GET", url)
+        except httpx.InvalidURL as exc:  # as key_for_url: bad input is a ValueError
+            raise ValueError(f"not a valid URL: {exc}") from None
     else:
         raise TypeError(f"url must be a str, an httpx.URL or an httpx.Request, got {url!r}")
     if core.by_url is not None and not request.url.host:

@@ -30,6 +30,16 @@ def test_breaker_for_url_without_a_host_is_a_value_error(lib: Library, url: str,
     assert len(transport.registry) == 0
 
 
+@pytest.mark.parametrize("url", ["http://\x00x/", "https://[::1/"], ids=["nul", "bracket"])
+def test_breaker_for_url_of_an_invalid_url_is_a_value_error(lib: Library, url: str) -> None:
+    """A URL httpx cannot parse is bad input: ValueError (httpx's InvalidURL is neither a
+    ValueError nor a TypeError, the two errors the method documents)."""
+    transport = lib.AsyncCircuitBreakerTransport()
+    with pytest.raises(ValueError, match="not a valid URL"):
+        transport.breaker_for_url(url)
+    assert len(transport.registry) == 0
+
+
 def test_breaker_for_url_of_a_custom_key_needs_no_host(lib: Library) -> None:
     """A key function (or a per-request key) names the breaker without the URL's host."""
     transport = lib.CircuitBreakerTransport(key=lambda request: "backend")

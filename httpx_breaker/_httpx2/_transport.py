@@ -1205,7 +1205,10 @@ def _breaker_for_url(core: _Core, url: str | httpx2.URL | httpx2.Request) -> Cir
     if isinstance(url, httpx2.Request):
         request = url
     elif isinstance(url, (str, httpx2.URL)):
-        request = httpx2.Request("GET", url)
+        try:
+            request = httpx2.Request("GET", url)
+        except httpx2.InvalidURL as exc:  # as key_for_url: bad input is a ValueError
+            raise ValueError(f"not a valid URL: {exc}") from None
     else:
         raise TypeError(f"url must be a str, an httpx2.URL or an httpx2.Request, got {url!r}")
     if core.by_url is not None and not request.url.host:
