@@ -138,21 +138,7 @@ def default_key(request: httpx.Request) -> str:
     compressed (``[::1]:8080``, ``[::ffff:127.0.0.1]``). Userinfo, path, query and
     fragment are never part of the key.
     """
-    # `url_key(request.url)`, inlined: this runs on every request of a transport.
-    url = request.url
-    if type(url) is HTTPX_URL:
-        ref = url._uri_reference
-        host, port = ref.host, ref.port
-    else:
-        host, port = url.raw_host.decode("ascii"), url.port
-        if port is not None and DEFAULT_PORTS.get(url.scheme) == port:
-            port = None
-    try:
-        if ":" in host or host[-1] == ".":
-            host = canonical_host(host)
-    except IndexError:
-        pass
-    return host if port is None else f"{host}:{port}"
+    return url_key(request.url)
 
 
 def key_for_url(url: str | httpx.URL | httpx.Request | Any) -> str:

@@ -247,7 +247,7 @@ class _Core:
             finally:
                 if bulkhead is not None:
                     bulkhead.release()
-        elif breaker.config.outcome_at == "headers":
+        elif breaker._config.outcome_at == "headers":
             # The status decides now and the body is free of the outcome; not of the
             # slot, which it holds until it is closed.
             if bulkhead is not None:
@@ -268,7 +268,7 @@ class _Core:
                 bulkhead,
                 closes,
             )
-        response.extensions[EXTENSION] = {"key": breaker.name, "state": state, "breaker": breaker}
+        response.extensions[EXTENSION] = {"key": breaker._name, "state": state, "breaker": breaker}
         return response
 
 
@@ -361,43 +361,45 @@ class _Tracked:
 
     def _settle(self) -> None:
         core = self._core
-        if core is not None:
-            self._core = None
-            response = self._response
-            assert response is not None
-            self._response = None
-            breaker, error = self._breaker, self._error
-            extensions = response.extensions
-            if (
-                error is None
-                and core.default_rules
-                and response.status_code not in DEFAULT_FAILURE_STATUSES
-                # `cache_marked(extensions)`, spelled out: the call alone costs as much
-                # as the three lookups, on every response.
-                and "caching" not in extensions
-                and "hishel_from_cache" not in extensions
-                and "from_cache" not in extensions
-            ):
-                # The default rules' verdict on a response read to the end (or left
-                # early): a success. The rest, `_finish` decides.
-                breaker.record_success(self._token, self._start, self._end, breaker._clock())
-            else:
-                self._error = None
-                _finish(
-                    core,
-                    breaker,
-                    self._token,
-                    self._request,
-                    response,
-                    error,
-                    self._start,
-                    self._end,
-                    self._closes,
-                )
-        bulkhead = self._bulkhead
-        if bulkhead is not None:
-            self._bulkhead = None
-            bulkhead.release()
+        try:
+            if core is not None:
+                self._core = None
+                response = self._response
+                assert response is not None
+                self._response = None
+                breaker, error = self._breaker, self._error
+                extensions = response.extensions
+                if (
+                    error is None
+                    and core.default_rules
+                    and response.status_code not in DEFAULT_FAILURE_STATUSES
+                    # `cache_marked(extensions)`, spelled out: the call alone costs as much
+                    # as the three lookups, on every response.
+                    and "caching" not in extensions
+                    and "hishel_from_cache" not in extensions
+                    and "from_cache" not in extensions
+                ):
+                    # The default rules' verdict on a response read to the end (or left
+                    # early): a success. The rest, `_finish` decides.
+                    breaker.record_success(self._token, self._start, self._end, breaker._clock())
+                else:
+                    self._error = None
+                    _finish(
+                        core,
+                        breaker,
+                        self._token,
+                        self._request,
+                        response,
+                        error,
+                        self._start,
+                        self._end,
+                        self._closes,
+                    )
+        finally:  # the slot comes back even if recording failed (a bug of ours)
+            bulkhead = self._bulkhead
+            if bulkhead is not None:
+                self._bulkhead = None
+                bulkhead.release()
 
     def __del__(self) -> None:
         if self._core is not None:
@@ -1014,7 +1016,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             if timeout is None:
                 response = self._transport.handle_request(request)
             else:
-                bound = _SyncDeadline(core, request, breaker._name, timeout, clock)
+                bound = _SyncDeadline(request, breaker._name, timeout, clock)
                 try:
                     response = self._transport.handle_request(request)
                 except httpx2.TimeoutException as exc:
@@ -1108,7 +1110,6 @@ class _SyncDeadline:
 
     __slots__ = (
         "_clock",
-        "_core",
         "_extensions",
         "_t0",
         "_timeouts",
@@ -1121,13 +1122,11 @@ class _SyncDeadline:
 
     def __init__(
         self,
-        core: _Core,
         request: httpx2.Request,
         name: str,
         timeout: float,
         clock: Callable[[], float],
     ) -> None:
-        self._core = core
         self._clock = clock
         self.name = name
         self.timeout = timeout
@@ -1151,7 +1150,6 @@ class _SyncDeadline:
             if self.started is None:
                 self.started = self._clock()
                 self._t0 = now
-                self._core.traces = True
             left = self.timeout - (now - self._t0)
             if left <= 0:
                 raise httpx2_errors.CircuitTimeoutError(self.name, self.timeout)
