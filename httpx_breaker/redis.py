@@ -437,6 +437,7 @@ class RedisStore:
             link._counts_lock = threading.Lock()
             link.leases.clear()
             link.demand_queued = False
+        self._discard_counts()  # the parent's: the parent sends them
         self._start()
 
     @classmethod
@@ -589,11 +590,13 @@ class RedisStore:
             except _LOST as exc:
                 self._failed(exc)
                 self._disconnect()
-            except Exception:  # a bug of ours must not kill the thread
+            except Exception as exc:  # a bug of ours must not kill the thread
                 logger.exception("shared store %s: unexpected error", self._display_url)
+                self._failed(exc)  # health says disconnected, as it is until the reconnect
                 self._disconnect()
                 self._pause(_BACKOFF_FIRST)
         self._disconnect()
+        self._set_state("closed")  # also when close() stopped waiting for this thread
         self._wake_r.close()
         self._wake_w.close()
 
@@ -631,7 +634,12 @@ class RedisStore:
         # Work queued while disconnected is settled by the reconcile instead; work
         # queued from here on is sent as usual, after it.
         self._drop_ops()
+        # Outcomes counted while disconnected are old news to the fleet's window (it
+        # would open on failures from minutes ago): the local breakers judged them.
+        self._discard_counts()
         self._reconcile()
+        if self._closing:  # close() gave up waiting for this thread: stay closed
+            return
         was = self._state
         self._connected = True
         if was == "disconnected":
@@ -981,18 +989,27 @@ class RedisStore:
         """Return unused leases, ask again where the budget was full; the next due time."""
         wake_at = math.inf
         for link in list(self._holding):
+            # Requests take leases from the left at any time (`take_lease`): every read
+            # of the head may find the deque emptier than the last one did.
             leases = link.leases
-            while leases and leases[0].usable_until <= now:
+            while True:
+                try:
+                    head = leases[0]
+                except IndexError:
+                    self._holding.discard(link)
+                    break
+                if head.usable_until > now:
+                    wake_at = min(wake_at, head.usable_until)
+                    break
                 try:
                     lease = leases.popleft()
                 except IndexError:
-                    break
+                    continue  # taken just now: look again (the except above ends it)
+                if lease.usable_until > now:  # a request took the expired head first
+                    leases.appendleft(lease)
+                    continue
                 if not link.detached:
                     self._send_result(link, lease, ProbeOutcome.IGNORED)
-            if leases:
-                wake_at = min(wake_at, leases[0].usable_until)
-            else:
-                self._holding.discard(link)
         for link in list(self._retrying):
             if link.detached or now - link.want_at >= _DEMAND_WINDOW:
                 self._retrying.discard(link)
@@ -1006,6 +1023,13 @@ class RedisStore:
         return wake_at
 
     # -- share_counts ----------------------------------------------------------------------
+
+    def _discard_counts(self) -> None:
+        self._counts_armed = False
+        links = list(self._counting)
+        self._counting.difference_update(links)
+        for link in links:
+            link.take_counts()
 
     def _send_counts(self) -> None:
         self._counts_armed = False

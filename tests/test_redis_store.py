@@ -545,6 +545,41 @@ def test_share_counts_open_the_fleet_on_its_failure_rate(server: Server) -> None
         fleet.close()
 
 
+def test_counts_made_while_disconnected_are_not_sent_later(server: Server) -> None:
+    """Outcomes counted while the server was away are old news: after the reconnect only
+    fresh ones reach the fleet's window (the stale failures here would open it)."""
+    config = CONFIG.replace(failure_threshold=100, window_size=10, failure_rate_threshold=0.5)
+    fleet = Fleet(server.url, share_counts=True)
+    try:
+        members = [fleet.replica(config) for _ in range(2)]
+        fleet.connected()
+        server.stop()
+        wait_until(lambda: not any(s.connected for s in fleet.stores), what="the loss")
+        for member in members:
+            assert member.link is not None
+            for _ in range(4):
+                member.link.counted(True)
+        server.start()
+        fleet.connected()
+        for member in members:
+            assert member.link is not None
+            member.link.counted(False)
+
+        def outcomes_in_redis() -> int:
+            return sum(
+                int(value)
+                for fields in shared_keys(server).values()
+                for name, value in fields.items()
+                if name.startswith("a")
+            )
+
+        wait_until(lambda: outcomes_in_redis() >= 2, what="the fresh counts")
+        assert outcomes_in_redis() == 2
+        assert all(m.state is CLOSED for m in members)
+    finally:
+        fleet.close()
+
+
 def test_a_retry_after_floor_reaches_every_replica(fleet: Fleet) -> None:
     """An open breaker told to wait longer (Retry-After) makes the fleet wait longer."""
     first, second = fleet.replica(), fleet.replica()
