@@ -234,6 +234,8 @@ async def test_recipe_per_call_with_options(
     await client.close()
     assert decisions.seen == [28.0]
     assert transport.registry[key(api)].get_metrics().rejected_requests == 1  # no SDK retry
+    assert api.completions == 1  # the refused attempt sent nothing
+    assert transport.registry[key(api)].state is CircuitState.CLOSED
 
 
 async def test_recipe_gives_up_at_once_when_retry_after_exceeds_max_wait(
@@ -340,6 +342,8 @@ def test_recipe_with_the_sync_client(api: FakeAPI, clock: FakeClock, retries: li
     client.close()
     assert decisions.seen == [28.0]
     assert api.completions == 1
+    assert transport.registry[key(api)].get_metrics().rejected_requests == 1
+    assert transport.registry[key(api)].state is CircuitState.CLOSED
 
 
 def test_the_sdk_keeps_the_breakers_client(api: FakeAPI, clock: FakeClock) -> None:

@@ -11,11 +11,10 @@ the fake clock.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -154,22 +153,24 @@ def test_find_rejection_finds_nothing_in_other_errors() -> None:
 
 
 async def refusals_of(lib: Library, clock: FakeClock) -> tuple[BaseException, BaseException]:
-    """`lib`'s refusals: what its breaker transport raises for an open breaker, and its
-    `BulkheadFullError` (the httpx2 twin for httpx2).
+    """`lib`'s refusals, as its breaker transport raises them: an open breaker's, and a
+    full bulkhead's (`max_concurrent=1`, one streamed response holding the slot)."""
 
-    The transports do not enforce ``max_concurrent`` yet (issue 13's second phase), so
-    the bulkhead's refusal is built here as the transport will raise it.
-    """
+    async def body() -> AsyncIterator[bytes]:
+        yield b"{}"
+
     transport = lib.AsyncCircuitBreakerTransport(
-        lib.MockTransport(lambda request: lib.Response(200)), registry=registry(clock)
+        lib.MockTransport(lambda request: lib.Response(200, content=body())),
+        registry=registry(clock, max_concurrent=1),
     )
-    set_state(transport, KEY, CircuitState.OPEN)
     async with lib.AsyncClient(transport=transport) as client:
+        async with client.stream("GET", URL):
+            with pytest.raises(RequestRejected) as full:
+                await client.get(URL)
+        set_state(transport, KEY, CircuitState.OPEN)
         with pytest.raises(RequestRejected) as circuit:
             await client.get(URL)
-    errors = importlib.import_module("httpx_breaker" if lib.name == "httpx" else "httpx_breaker.httpx2")
-    bulkhead = errors.BulkheadFullError(KEY, 1, request=lib.Request("GET", URL))
-    return circuit.value, bulkhead
+    return circuit.value, full.value
 
 
 async def test_find_rejection_finds_every_refusal_of_either_library(
