@@ -1085,7 +1085,8 @@ class CircuitBreaker:
         else:
             self._deferred.append(token)
 
-    # The names the 0.1 transports call; kept until they move to the names above.
+    # 0.1's private names, deprecated in 0.2 (the transports use the names above); kept
+    # for code outside the package that reached for them. Remove in 0.3.
     _acquire = admit
     _record = record
     _record_success = record_success

@@ -112,6 +112,10 @@ class LocalTransition:
     retry_after: float | None = None
 
 
+STORE_STATES = ("connecting", "connected", "disconnected", "closed")
+"""Every `StoreHealth.state` a store reports; the exporters give each its series."""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Lease:
     """A fleet-wide probe slot: the right to send one half-open probe.
@@ -124,7 +128,6 @@ class Lease:
     id: int
     epoch: int
     usable_until: float  # the store's monotonic clock: take it before this, or it is dropped
-    expires_at: float  # the store's monotonic clock: the fleet frees the slot after this
 
 
 @runtime_checkable

@@ -102,7 +102,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from ._metrics import BreakerMetrics
 from ._state import CircuitState
-from ._store import StoreHealth
+from ._store import STORE_STATES, StoreHealth
 from .monitoring import (
     BreakerSource,
     StoreSource,
@@ -124,7 +124,6 @@ _NAME = "circuit_breaker.name"
 _STATES = tuple(state.value for state in CircuitState)
 _NAMESPACE = "circuit_breaker.store.namespace"
 _SERVER = "circuit_breaker.store.server"
-_STORE_STATES = ("connecting", "connected", "disconnected", "closed")
 
 
 def _version() -> str | None:
@@ -379,7 +378,7 @@ class RegisteredMetrics:
 
     def _store_state(self, options: CallbackOptions) -> Iterable[Observation]:
         for attributes, health in self._read_stores():
-            for value in _STORE_STATES:
+            for value in STORE_STATES:
                 yield Observation(
                     1 if value == health.state else 0,
                     {**attributes, "circuit_breaker.store.state": value},

@@ -105,6 +105,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from ._state import CircuitState
+from ._store import STORE_STATES
 from .monitoring import (
     BreakerSource,
     StoreSource,
@@ -120,7 +121,6 @@ from .monitoring import (
 __all__ = ["CircuitBreakerCollector"]
 
 _STATES = tuple(state.value for state in CircuitState)
-_STORE_STATES = ("connecting", "connected", "disconnected", "closed")
 _STORE_LABELS = ["namespace", "server"]
 
 
@@ -166,7 +166,7 @@ class CircuitBreakerCollector:
             bulkhead_in_flight,
             bulkhead_waiting,
             bulkhead_limit,
-        ) = families = self._families()
+        ) = self._families()
         for breaker in resolve_breakers(self._breakers):
             # One snapshot per breaker: all of its series are from the same instant.
             m = breaker.get_metrics()
@@ -193,9 +193,13 @@ class CircuitBreakerCollector:
                 bulkhead_in_flight.add_metric([name], m.bulkhead_in_flight_requests or 0)
                 bulkhead_waiting.add_metric([name], m.bulkhead_waiting_requests or 0)
                 bulkhead_limit.add_metric([name], m.bulkhead_limit)
-        # The last four, the bulkhead's, only when a breaker has one: a scrape of
-        # breakers without `max_concurrent` stays exactly what it was.
-        breaker_families = families[:-4] + tuple(f for f in families[-4:] if f.samples)
+        # The bulkhead's only when a breaker has one: a scrape of breakers without
+        # `max_concurrent` stays exactly what it was.
+        bulkhead = (bulkhead_rejected, bulkhead_in_flight, bulkhead_waiting, bulkhead_limit)
+        breaker_families = (
+            requests, rejected, changes, state, response_time, seconds, availability, throughput,
+            *(family for family in bulkhead if family.samples),
+        )  # fmt: skip
         stores = resolve_stores(self._stores, self._breakers)
         if not stores:
             return iter(breaker_families)
@@ -205,7 +209,7 @@ class CircuitBreakerCollector:
         for namespace, server, health in store_rows(stores):
             labels = [namespace, server]
             connected.add_metric(labels, 1.0 if health.connected else 0.0)
-            for value in _STORE_STATES:
+            for value in STORE_STATES:
                 store_state.add_metric([*labels, value], 1.0 if value == health.state else 0.0)
             if health.lag is not None:
                 lag.add_metric(labels, health.lag)

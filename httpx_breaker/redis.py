@@ -948,7 +948,6 @@ class RedisStore:
                     id=int(reply[4]),
                     epoch=epoch,
                     usable_until=asked + min(_LEASE_HOLD, ttl),
-                    expires_at=asked + ttl,
                 )
             )
             self._holding.add(link)

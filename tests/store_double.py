@@ -32,7 +32,7 @@ class RecordingLink:
         self.detached = False
 
     def give_lease(self, epoch: int = 1) -> Lease:
-        lease = Lease(id=next(_ids), epoch=epoch, usable_until=1e12, expires_at=1e12)
+        lease = Lease(id=next(_ids), epoch=epoch, usable_until=1e12)
         self.leases.append(lease)
         return lease
 
