@@ -206,6 +206,7 @@ class CircuitBreaker:
         "_probes_slow",
         "_probes_succeeded",
         "_random",
+        "_slow_after",
         "_state",
         "_state_changes",
         "_state_seconds",
@@ -251,6 +252,9 @@ class CircuitBreaker:
         self._fast_epoch = 0
         self._forced: CircuitState | None = None
         self._window = SlidingWindow(config.window_size, config.window_duration)
+        # `slow_call_duration`, or infinity without one (the hot path compares once).
+        slow = config.slow_call_duration
+        self._slow_after = math.inf if slow is None else slow
         self._consecutive = 0
         self._open_until = 0.0
         self._failed_rounds = 0
@@ -1033,36 +1037,48 @@ class CircuitBreaker:
     ) -> None:
         """`record(token, SUCCESS, start, end, now=now)`, made cheap for the hot path.
 
-        While CLOSED, unforced, unwatched, a success only bumps counters and, as long
-        as the window holds no failed or slow outcome, no rule can fire: no expiry, no
-        checks, no event.
+        While CLOSED, unforced, unwatched, a success that is not slow only bumps
+        counters and, as long as the window holds no failed or slow outcome, no rule can
+        fire: no expiry, no checks, no event. Every other case takes `record`.
         """
-        slow_after = self._config.slow_call_duration
-        if token != self._fast_epoch or (slow_after is not None and end - start >= slow_after):
+        if token != self._fast_epoch:  # watched, forced or not CLOSED: no lock twice
             self.record(token, SUCCESS, start, end, None, now)
             return
         if now is None:
             now = end
-        events: list[BreakerEvent] | None = None
         lock = self._lock
         lock.acquire()  # not `with`: the context-manager protocol costs twice as much
         try:
-            fast = token == self._fast_epoch and not self._deferred
-            if fast:
+            # The epoch again, under the lock (the state may have moved since); and
+            # `_slow_after` is infinite without `slow_call_duration`: one comparison.
+            duration = end - start
+            if token == self._fast_epoch and duration < self._slow_after and not self._deferred:
                 if now >= self._tp_next:  # once per throughput bucket, not per call
                     self._roll_throughput(now)
                 self._n_success += 1
-                self._time_sum += end - start
+                self._time_sum += duration
                 window = self._window
-                if window.failures or window.slow:
-                    events = []
-                    self._record_closed(SUCCESS, False, now, events)
-                else:
+                if not (window.failures or window.slow):
                     self._consecutive = 0
-                    window.push_success(now)
+                    # `window.push_success(now)`, inlined for a full window (the steady
+                    # state): it only moves its head.
+                    size = window._size
+                    if window.count == size:
+                        h = window._head
+                        window._times[h] = now
+                        h += 1
+                        window._head = 0 if h == size else h
+                    else:
+                        window.push_success(now)
+                    return  # the lock is released on the way out
+                closed_events: list[BreakerEvent] = []
+                self._record_closed(SUCCESS, False, now, closed_events)
+                events: list[BreakerEvent] | None = closed_events
+            else:  # not the fast case, or the state moved since admission
+                events = None
         finally:
             lock.release()
-        if not fast:  # the state moved between the check and the lock
+        if events is None:
             self.record(token, SUCCESS, start, end, None, now)
         elif events:
             self._emit(events)
