@@ -42,6 +42,27 @@ def key_of(upstream: Upstream) -> str:
     return f"127.0.0.1:{upstream.port}"
 
 
+
+def test_a_classifier_of_ones_own_judges_the_closed_body(
+    lib: Library, upstream: Upstream, clock: FakeClock
+) -> None:
+    """With a classifier of one's own, the sync transport asks it when the body is
+    closed (here a 404 is a failure), never the default rules' shortcut to a success;
+    and a 200 is still a success by it."""
+    transport = lib.CircuitBreakerTransport(
+        registry=BreakerRegistry(default=CircuitBreakerConfig(failure_threshold=2), clock=clock),
+        classifier=lib.make_classifier(failure_statuses={404}),
+    )
+    with lib.Client(transport=transport) as client:
+        assert client.get(f"{upstream.url}/ok").status_code == 200
+        breaker = transport.registry[key_of(upstream)]
+        assert breaker.get_metrics().successful_requests == 1
+        with client.stream("GET", f"{upstream.url}/status/404") as response:
+            response.read()
+        assert breaker.get_metrics().failed_requests == 1
+        client.get(f"{upstream.url}/status/404")
+    assert breaker.state is CircuitState.OPEN
+
 def test_open_breaker_sends_the_upstream_nothing(
     lib: Library, upstream: Upstream, clock: FakeClock
 ) -> None:

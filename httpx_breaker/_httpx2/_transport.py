@@ -60,6 +60,7 @@ _OPTIONS = frozenset({"bypass", "policy", "key"})
 _CLOSED = CircuitState.CLOSED
 _running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
+_new = object.__new__
 
 
 def _traces(transport: object) -> bool:
@@ -443,6 +444,34 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
         # were iterating first.
         if self._chunks is not None:
             return self._aclose_iterator()
+        # No read error to look at: one leaves `_chunks` set, which took the way above.
+        core = self._core
+        response = self._response
+        if (
+            core is not None
+            and core.default_rules
+            and response is not None
+            and response.status_code not in DEFAULT_FAILURE_STATUSES
+        ):
+            extensions = response.extensions
+            if (
+                "caching" not in extensions
+                and "hishel_from_cache" not in extensions
+                and "from_cache" not in extensions
+            ):
+                # `_settle()` for the common case, spelled out: a success.
+                self._core = self._response = None
+                breaker = self._breaker
+                bulkhead = self._bulkhead
+                try:
+                    breaker.record_success(self._token, self._start, self._end, breaker._clock())
+                except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
+                    return self._aclose_then_raise(exc)
+                finally:  # the slot comes back even if recording failed
+                    if bulkhead is not None:
+                        self._bulkhead = None
+                        bulkhead.release()
+                return self._stream.aclose()  # type: ignore[no-any-return]
         try:
             self._settle()
         except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
@@ -486,6 +515,37 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
         return chunk
 
     def close(self) -> None:
+        core = self._core
+        response = self._response
+        if (
+            core is not None
+            and self._chunks is None  # read to the end or not at all: no read error either
+            and core.default_rules
+            and response is not None
+            and response.status_code not in DEFAULT_FAILURE_STATUSES
+        ):
+            extensions = response.extensions
+            if (
+                "caching" not in extensions
+                and "hishel_from_cache" not in extensions
+                and "from_cache" not in extensions
+            ):
+                # `_settle()` for the common case, spelled out as in the async twin.
+                self._core = self._response = None
+                breaker = self._breaker
+                bulkhead = self._bulkhead
+                try:
+                    self._stream.close()
+                finally:
+                    try:
+                        breaker.record_success(
+                            self._token, self._start, self._end, breaker._clock()
+                        )
+                    finally:
+                        if bulkhead is not None:
+                            self._bulkhead = None
+                            bulkhead.release()
+                return
         try:
             chunks = self._chunks
             if chunks is not None:
@@ -518,6 +578,8 @@ def _pool_has_room(transport: object) -> bool:
     task of this event loop can take the room first.
     """
     pool: Any = getattr(transport, "_pool", None)
+    if pool is None:  # not httpx2's transport: said without raising and catching an error
+        return False
     try:
         return bool(len(pool._requests) < pool._max_connections)
     except (AttributeError, TypeError):
@@ -527,33 +589,95 @@ def _pool_has_room(transport: object) -> bool:
 class _StartAtConnection:
     """httpcore2's ``trace`` hook for one request: at the first event (the request has its
     connection) it hands tracing back to the caller's own hook, so later events cost
-    nothing (httpcore2 reads the hook anew every step), and calls `started`; every event
-    goes on to the caller's hook.
+    nothing (httpcore2 reads the hook anew every step), and starts the deadline
+    (`_start`, the subclass's); every event goes on to the caller's hook.
 
-    An object, not a closure: a closure that checks whether it is still the installed
-    hook names itself, a reference cycle per request that only the GC would free.
+    An object, not closures: a closure that checks whether it is still the installed
+    hook names itself, a reference cycle per request that only the GC would free; and
+    one object per request costs less than a hook and a callback made for it.
     """
 
-    __slots__ = ("_extensions", "_started", "_user")
+    __slots__ = ("_extensions", "_user")
+
+    _extensions: dict[str, Any]
+    _user: Callable[[str, dict[str, Any]], Awaitable[None]] | None
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        extensions = self._extensions
+        user = self._user
+        if extensions.get("trace") is self:
+            if user is None:
+                del extensions["trace"]
+            else:
+                extensions["trace"] = user
+            self._start()
+        if user is not None:
+            await user(event, info)
+
+
+class _ScopeAtConnection(_StartAtConnection):
+    """The hook of a deadline kept by a cancel scope (trio; asyncio before 3.11): at the
+    connection it moves the scope's deadline to `timeout` from then."""
+
+    __slots__ = ("_core", "_scope", "_timeout")
 
     def __init__(
         self,
         extensions: dict[str, Any],
         user: Callable[[str, dict[str, Any]], Awaitable[None]] | None,
-        started: Callable[[], None],
+        core: _Core,
+        scope: Any,
+        timeout: float,
     ) -> None:
         self._extensions = extensions
         self._user = user
-        self._started = started
+        self._core = core
+        self._scope = scope
+        self._timeout = timeout
 
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        extensions = self._extensions
-        if extensions.get("trace") is self:
-            _restore(extensions, "trace", self._user)
-            self._started()
-        user = self._user
-        if user is not None:
-            await user(event, info)
+    def _start(self) -> None:
+        self._core.traces = True
+        scope = self._scope
+        scope.deadline = scope_now(scope) + self._timeout
+
+
+class _ArmAtConnection(_StartAtConnection):
+    """The hook of a deadline kept by the loop's `Sweeper` (asyncio 3.11+): at the
+    connection it (re)arms the deadline for the whole `timeout`. `place` is where the
+    deadline is armed (None while it is not), for the transport to disarm it after."""
+
+    __slots__ = ("_core", "_loop", "_sweeper", "_task", "_timeout", "place")
+
+    def __init__(
+        self,
+        extensions: dict[str, Any],
+        user: Callable[[str, dict[str, Any]], Awaitable[None]] | None,
+        core: _Core,
+        sweeper: Any,
+        loop: asyncio.AbstractEventLoop,
+        task: asyncio.Task[Any],
+        timeout: float,
+        place: tuple[int, int] | None,
+    ) -> None:
+        self._extensions = extensions
+        self._user = user
+        self._core = core
+        self._sweeper = sweeper
+        self._loop = loop
+        self._task = task
+        self._timeout = timeout
+        self.place = place
+
+    def _start(self) -> None:
+        # httpcore2's first event for a request: it has its connection (new or pooled).
+        # Start the deadline there, once.
+        self._core.traces = True
+        sweeper, place = self._sweeper, self.place
+        if place is None or sweeper.disarm(*place):
+            self.place = sweeper.arm(self._loop, self._task, self._timeout)
 
 
 def _restore(extensions: dict[str, Any], name: str, value: object) -> None:
@@ -754,9 +878,22 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                 bulkhead,
                 closes,
             )
-        response.stream = _AsyncTrackedStream(
-            response.stream, core, breaker, token, request, response, start, end, bulkhead, closes
-        )
+        # `_AsyncTrackedStream(response.stream, core, ...)`, spelled out: a class call
+        # with an `__init__` costs twice the stores it makes.
+        tracked = _new(_AsyncTrackedStream)
+        tracked._stream = response.stream
+        tracked._chunks = None
+        tracked._core = core
+        tracked._breaker = breaker
+        tracked._token = token
+        tracked._request = request
+        tracked._response = response
+        tracked._start = start
+        tracked._end = end
+        tracked._error = None
+        tracked._bulkhead = bulkhead
+        tracked._closes = closes
+        response.stream = tracked
         response.extensions[EXTENSION] = {"key": breaker._name, "state": state, "breaker": breaker}
         return response
 
@@ -800,45 +937,41 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             assert loop is not None
             sweeper = sweeper_for(loop)
             cancelling = task.cancelling()
-            place = None if first is None else sweeper.arm(loop, task, first)
-
-            def started() -> None:
-                # httpcore2's first event for a request: it has its connection (new or
-                # pooled). Start the deadline there, once.
-                nonlocal place
-                core.traces = True
-                if place is None or sweeper.disarm(*place):
-                    place = sweeper.arm(loop, task, timeout)
-
-            trace = _StartAtConnection(extensions, user_trace, started)
+            trace = _ArmAtConnection(
+                extensions,
+                user_trace,
+                core,
+                sweeper,
+                loop,
+                task,
+                timeout,
+                None if first is None else sweeper.arm(loop, task, first),
+            )
             extensions["trace"] = trace
             try:
                 response = await self._transport.handle_async_request(request)
             except asyncio.CancelledError:
                 # Ours only if the sweeper fired and nobody else asked to cancel the task.
+                place = trace.place
                 fired = place is not None and not sweeper.disarm(*place)
                 if fired and task.uncancel() <= cancelling:
                     raise httpx2_errors.CircuitTimeoutError(name, timeout) from None
                 raise
             except BaseException:
+                place = trace.place
                 if place is not None:
                     sweeper.disarm(*place)
                 raise
             finally:
                 if extensions.get("trace") is trace:
                     _restore(extensions, "trace", user_trace)
+            place = trace.place
             if place is not None and not sweeper.disarm(*place):
                 task.uncancel()  # the wrapped transport swallowed our cancellation
             return response
 
         scope = cancel_scope(first)
-
-        def scope_started() -> None:
-            # The same, on a cancel scope (trio; asyncio before 3.11).
-            core.traces = True
-            scope.deadline = scope_now(scope) + timeout
-
-        scope_trace = _StartAtConnection(extensions, user_trace, scope_started)
+        scope_trace = _ScopeAtConnection(extensions, user_trace, core, scope, timeout)
         extensions["trace"] = scope_trace
         try:
             with scope:
@@ -1039,18 +1172,37 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead, closes)
             raise
-        return core.respond(
-            breaker,
-            token,
-            request,
-            response,
-            state,
-            start,
-            clock(),
-            _SyncTrackedStream,
-            bulkhead,
-            closes,
-        )
+        end = clock()
+        if response.is_closed or config.outcome_at != "close":
+            return core.respond(
+                breaker,
+                token,
+                request,
+                response,
+                state,
+                start,
+                end,
+                _SyncTrackedStream,
+                bulkhead,
+                closes,
+            )
+        # `_SyncTrackedStream(response.stream, core, ...)`, spelled out as in the async twin.
+        tracked = _new(_SyncTrackedStream)
+        tracked._stream = response.stream
+        tracked._chunks = None
+        tracked._core = core
+        tracked._breaker = breaker
+        tracked._token = token
+        tracked._request = request
+        tracked._response = response
+        tracked._start = start
+        tracked._end = end
+        tracked._error = None
+        tracked._bulkhead = bulkhead
+        tracked._closes = closes
+        response.stream = tracked
+        response.extensions[EXTENSION] = {"key": breaker._name, "state": state, "breaker": breaker}
+        return response
 
     @staticmethod
     def _wait_for_slot(
