@@ -631,7 +631,8 @@ class CircuitBreaker:
         timeout = self._config.timeout
         try:
             if timeout is None:
-                result = await fn(*args, **kwargs)
+                # `fn(*args, **kwargs)` builds a copy of `kwargs` at every call: none here.
+                result = await (fn(*args, **kwargs) if kwargs else fn(*args))
             else:
                 result = await run_with_deadline(fn(*args, **kwargs), timeout, self._name)
         except BaseException as exc:
@@ -669,7 +670,8 @@ class CircuitBreaker:
         clock = self._clock
         start = clock()
         try:
-            result = fn(*args, **kwargs)
+            # `fn(*args, **kwargs)` builds a copy of `kwargs` at every call: none here.
+            result = fn(*args, **kwargs) if kwargs else fn(*args)
         except BaseException as exc:
             if bulkhead is not None:
                 bulkhead.release()

@@ -1055,3 +1055,16 @@ def test_a_late_success_from_before_opening_changes_nothing(clock: FakeClock) ->
     assert m.successful_requests == 3
     assert len(m.state_changes) == 1
     assert breaker.retry_after == pytest.approx(20.0)  # the open period did not restart
+
+
+def test_call_passes_positional_and_keyword_arguments(clock: FakeClock) -> None:
+    """`call(fn, *args, **kwargs)` hands both on, with or without keywords."""
+    breaker = make(clock)
+
+    def pair(a: int, b: int = 0) -> tuple[int, int]:
+        return a, b
+
+    assert breaker.call(pair, 1) == (1, 0)
+    assert breaker.call(pair, 1, b=2) == (1, 2)
+    assert breaker.call(pair, a=3, b=4) == (3, 4)
+    assert breaker.get_metrics().successful_requests == 3
