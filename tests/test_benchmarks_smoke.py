@@ -18,7 +18,7 @@ import pytest
 
 run = pytest.importorskip("benchmarks.run")
 
-from benchmarks import harness, profile, report, targets, variants
+from benchmarks import harness, instructions, profile, report, targets, variants
 from benchmarks.transports import InnerAsync, make_request
 
 RUNTIMES = {"asyncio", "sync", "trio"}
@@ -293,3 +293,11 @@ def test_client_memory_and_registry_sections_are_reported(
     assert set(caps) == {10_000, 200_000}
     for row in caps.values():
         assert row["kept"] == min(row["hosts"], row["max_size"])
+
+
+@pytest.mark.parametrize("row", list(instructions.ROWS))
+def test_every_instruction_count_row_records_one_success_per_request(row: str) -> None:
+    """`benchmarks.instructions` (run under valgrind, never here) counts what its rows
+    say: each of our rows has its breaker record one success per request, and a floor
+    makes its requests without one. Run here in-process, without valgrind."""
+    assert instructions._run(row, 7) == 7
