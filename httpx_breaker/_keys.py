@@ -49,13 +49,22 @@ def _httpx_url_parts_readable() -> bool:
 
     httpx's `URL.raw_host` and `URL.port` are properties over a private named tuple
     (`_uri_reference`), and `raw_host` encodes the host anew at every call: reading the
-    tuple's fields costs a third as much. If an httpx release moves them, the public
-    properties are used instead (slower, never wrong).
+    tuple's fields costs a third as much (the registry's URL cache reads host and port by
+    position, 2 and 3). If an httpx release moves them, the public properties are used
+    instead (slower, never wrong).
     """
     try:
         ref = httpx.URL("http://Example.COM:8080/")._uri_reference
         other = httpx.URL("https://example.com:443/")._uri_reference
-        return (ref.scheme, ref.host, ref.port, other.port) == ("http", "example.com", 8080, None)
+        return (ref.scheme, ref.host, ref.port, other.port, ref[2], ref[3], other[3]) == (
+            "http",
+            "example.com",
+            8080,
+            None,
+            "example.com",
+            8080,
+            None,
+        )
     except Exception:  # noqa: BLE001 (any failure means: use the public properties)
         return False
 

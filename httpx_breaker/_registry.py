@@ -341,12 +341,14 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         """
         if type(url) is HTTPX_URL:
             # httpx's own URL: its parts are plain tuple fields (the properties cost
-            # three times as much, and `raw_host` encodes the host anew). Its port is
-            # None for the scheme's default, so host and port decide the key; the host
-            # str is the same object at every call, its hash computed once.
+            # three times as much, and `raw_host` encodes the host anew), read by
+            # position (scheme, userinfo, host, port, ...): a NamedTuple's field names
+            # are descriptors the interpreter does not specialise. Its port is None for
+            # the scheme's default, so host and port decide the key; the host str is
+            # the same object at every call, its hash computed once.
             ref = url._uri_reference
-            port = ref.port
-            spelling: _Spelling = ref.host if port is None else (ref.host, port)
+            port = ref[3]
+            spelling: _Spelling = ref[2] if port is None else (ref[2], port)
         else:
             spelling = (url.scheme, url.raw_host, url.port)
         entry = self._by_url.get(spelling)

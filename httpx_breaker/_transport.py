@@ -378,7 +378,10 @@ class _Tracked:
                 ):
                     # The default rules' verdict on a response read to the end (or left
                     # early): a success. The rest, `_finish` decides.
-                    breaker.record_success(self._token, self._start, self._end, breaker._clock())
+                    # The clock read into a local and called: a method call on the slot
+                    # would be a lookup that the interpreter never specialises.
+                    clock = breaker._clock
+                    breaker.record_success(self._token, self._start, self._end, clock())
                 else:
                     self._error = None
                     _finish(
@@ -459,8 +462,9 @@ class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
                 self._core = self._response = None
                 breaker = self._breaker
                 bulkhead = self._bulkhead
+                clock = breaker._clock  # into a local, then called: see `_settle`
                 try:
-                    breaker.record_success(self._token, self._start, self._end, breaker._clock())
+                    breaker.record_success(self._token, self._start, self._end, clock())
                 except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
                     return self._aclose_then_raise(exc)
                 finally:  # the slot comes back even if recording failed
@@ -530,13 +534,12 @@ class _SyncTrackedStream(_Tracked, httpx.SyncByteStream):
                 self._core = self._response = None
                 breaker = self._breaker
                 bulkhead = self._bulkhead
+                clock = breaker._clock  # into a local, then called: see `_settle`
                 try:
                     self._stream.close()
                 finally:
                     try:
-                        breaker.record_success(
-                            self._token, self._start, self._end, breaker._clock()
-                        )
+                        breaker.record_success(self._token, self._start, self._end, clock())
                     finally:
                         if bulkhead is not None:
                             self._bulkhead = None
