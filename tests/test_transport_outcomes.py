@@ -559,3 +559,60 @@ def test_deadlines_keep_no_event_loop_alive() -> None:
     gc.collect()
     assert [ref() for ref in loops] == [None] * 5
     assert len(_deadline._sweepers) <= before
+
+
+class _Unread(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    """A fresh 200 per request, its body not read yet (so the transports wrap it)."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=httpx.ByteStream(b"body"))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=httpx.ByteStream(b"body"))
+
+
+def _fields(stream: object) -> dict[str, object]:
+    return {name: getattr(stream, name) for name in _transport._Tracked.__slots__}
+
+
+async def test_the_transports_build_the_tracked_body_as_its_constructor_would(
+    clock: FakeClock,
+) -> None:
+    """Both transports build the tracked body field by field (a class call costs more):
+    every field the constructor sets is set, and what the transport hands it (core,
+    breaker, request, response, slot, count of closes) is what the constructor would
+    keep, so a field added to one and not the other fails here, not on a later close."""
+    request = httpx.Request("GET", URL)
+    transports: list[AsyncCircuitBreakerTransport | CircuitBreakerTransport] = [
+        AsyncCircuitBreakerTransport(_Unread(), registry=registry(clock)),
+        CircuitBreakerTransport(_Unread(), registry=registry(clock)),
+    ]
+    for transport in transports:
+        if isinstance(transport, AsyncCircuitBreakerTransport):
+            response = await transport.handle_async_request(request)
+            cls: type[_transport._Tracked] = _transport._AsyncTrackedStream
+        else:
+            response = transport.handle_request(request)
+            cls = _transport._SyncTrackedStream
+        stream = response.stream
+        assert type(stream) is cls
+        fields = _fields(stream)  # every slot is set: reading one unset raises
+        made = cls(
+            fields["_stream"],
+            transport._core,
+            transport.registry[KEY],
+            fields["_token"],  # type: ignore[arg-type]
+            request,
+            response,
+            fields["_start"],  # type: ignore[arg-type]
+            fields["_end"],  # type: ignore[arg-type]
+            None,
+            transport._core.closes,
+        )
+        assert _fields(made) == fields
+        made._core = None  # settled by hand: its finaliser must not give a permit back
+        if isinstance(transport, AsyncCircuitBreakerTransport):
+            await response.aclose()
+        else:
+            response.close()
+        assert transport.registry[KEY].get_metrics().successful_requests == 1
