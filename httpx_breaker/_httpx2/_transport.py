@@ -447,35 +447,6 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
         # were iterating first.
         if self._chunks is not None:
             return self._aclose_iterator()
-        # No read error to look at: one leaves `_chunks` set, which took the way above.
-        core = self._core
-        response = self._response
-        if (
-            core is not None
-            and core.default_rules
-            and response is not None
-            and response.status_code not in DEFAULT_FAILURE_STATUSES
-        ):
-            extensions = response.extensions
-            if (
-                "caching" not in extensions
-                and "hishel_from_cache" not in extensions
-                and "from_cache" not in extensions
-            ):
-                # `_settle()` for the common case, spelled out: a success.
-                self._core = self._response = None
-                breaker = self._breaker
-                bulkhead = self._bulkhead
-                clock = breaker._clock  # into a local, then called: see `_settle`
-                try:
-                    breaker.record_success(self._token, self._start, self._end, clock())
-                except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
-                    return self._aclose_then_raise(exc)
-                finally:  # the slot comes back even if recording failed
-                    if bulkhead is not None:
-                        self._bulkhead = None
-                        bulkhead.release()
-                return self._stream.aclose()  # type: ignore[no-any-return]
         try:
             self._settle()
         except Exception as exc:  # noqa: BLE001 (a bug of ours: still close what we wrap)
@@ -519,36 +490,6 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
         return chunk
 
     def close(self) -> None:
-        core = self._core
-        response = self._response
-        if (
-            core is not None
-            and self._chunks is None  # read to the end or not at all: no read error either
-            and core.default_rules
-            and response is not None
-            and response.status_code not in DEFAULT_FAILURE_STATUSES
-        ):
-            extensions = response.extensions
-            if (
-                "caching" not in extensions
-                and "hishel_from_cache" not in extensions
-                and "from_cache" not in extensions
-            ):
-                # `_settle()` for the common case, spelled out as in the async twin.
-                self._core = self._response = None
-                breaker = self._breaker
-                bulkhead = self._bulkhead
-                clock = breaker._clock  # into a local, then called: see `_settle`
-                try:
-                    self._stream.close()
-                finally:
-                    try:
-                        breaker.record_success(self._token, self._start, self._end, clock())
-                    finally:
-                        if bulkhead is not None:
-                            self._bulkhead = None
-                            bulkhead.release()
-                return
         try:
             chunks = self._chunks
             if chunks is not None:
