@@ -295,9 +295,9 @@ def test_client_memory_and_registry_sections_are_reported(
         assert row["kept"] == min(row["hosts"], row["max_size"])
 
 
-@pytest.mark.parametrize("row", list(instructions.ROWS))
+@pytest.mark.parametrize("row", [row for row, (_, floor) in instructions.ROWS.items() if floor])
 def test_every_instruction_count_row_records_one_success_per_request(row: str) -> None:
     """`benchmarks.instructions` (run under valgrind, never here) counts what its rows
-    say: each of our rows has its breaker record one success per request, and a floor
-    makes its requests without one. Run here in-process, without valgrind."""
+    say: each of our rows has its breaker record one success per request. Run here
+    in-process, without valgrind."""
     assert instructions._run(row, 7) == 7
