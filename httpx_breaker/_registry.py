@@ -141,12 +141,14 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     registry.config_for("payments.internal").failure_threshold   # 2
     ```
 
-    Eviction. Making a new breaker in a full registry drops one, chosen among at most
-    `EVICTION_SCAN` (64) breakers that are not forced, taken from the front of a queue:
+    Eviction. Making a new breaker in a full registry drops one, chosen among the
+    breakers at the front of a queue, up to `EVICTION_SCAN` (64) of them that were not
+    used since they took their place there (see below), not counting forced ones:
 
     - the least recently used (by `breaker_for` and the transports) of those that are
       CLOSED; if none is, the OPEN one whose open period ends first; if none is, the
-      least recently used HALF_OPEN one;
+      least recently used HALF_OPEN one (an OPEN breaker whose period has ended is
+      HALF_OPEN here, as `state` reads it, whether or not anybody read it since);
     - a breaker held by `force_open()` or `force_closed()` is never dropped: forcing
       is an operator's decision that holds until `reset()`, and a new breaker in its
       place would forget it. A forced breaker does not count against the 64.
@@ -156,11 +158,14 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
       looked at (it counts against the 64) and goes to the back of the queue.
 
     In a registry of up to 64 unforced breakers, every one is looked at, so the rule
-    above is exact. In a larger one it holds among the 64 at the front of the queue:
-    entries that were used since they took their place, and open or half-open ones,
-    go to the back as the scan passes them, so the front gathers breakers that have
-    gone unused longest. A flood of failing hosts thus costs at most 64 looks per new
-    host, never a scan of the whole registry.
+    above is exact. In a larger one it holds among those looked at: breakers that were
+    used since they took their place, and open or half-open ones, go to the back as the
+    scan passes them, so the front gathers breakers that have gone unused longest. The
+    used ones do not count against the 64 (each such look is paid for by a use since
+    the last look), so using the breakers at the front never hides an idle one behind
+    them. A flood of failing hosts thus costs at most 64 looks per new host, never a
+    scan of the whole registry: where the 64 are all open, the one among them whose
+    period ends first goes, even if a closed breaker sits further along.
 
     When every breaker is forced (or, among the 64 looked at, busy: its bulkhead has
     requests in flight or waiting) and the registry is full, the new breaker is added
@@ -391,13 +396,20 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         queue = self._queue
         sample: list[tuple[str, _Entry]] = []
         forced: list[str] = []
+        unused = 0
         for key, entry in queue.items():
             if entry.breaker._forced is not None:
                 forced.append(key)
                 continue
             sample.append((key, entry))
-            if len(sample) == EVICTION_SCAN:
-                break
+            # A breaker used since it took its place is a candidate too (the rule goes
+            # by last use), but it does not count against the 64: it goes to the back
+            # below, so each such look is paid for by a use since the last one, and a
+            # burst of uses of the breakers at the front cannot hide the ones behind.
+            if entry.stamp == entry.placed:
+                unused += 1
+                if unused == EVICTION_SCAN:
+                    break
         for key in forced:
             queue.move_to_end(key)  # so that the next scan starts past them
         victim = _choose_victim(sample)
@@ -409,7 +421,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                 len(self._entries),
                 self._max_size,
             )
-            for key, _ in sample:  # busy: let the next scan look at others first
+            for key, entry in sample:  # busy: let the next scan look at others first
+                entry.placed = entry.stamp
                 queue.move_to_end(key)
             return
         for key, entry in sample:
@@ -526,10 +539,12 @@ def _choose_victim(sample: list[tuple[str, _Entry]]) -> str | None:
     closed = [(entry.stamp, key) for key, entry in sample if entry.breaker._state is _CLOSED]
     if closed:
         return min(closed)[1]
+    # Open now: an OPEN breaker whose period has ended reads HALF_OPEN (`state` moves it
+    # when next read), and is judged as one, whether or not anybody has read it since.
     opened = [
-        (entry.breaker._open_until, entry.stamp, key)
+        (breaker._open_until, entry.stamp, key)
         for key, entry in sample
-        if entry.breaker._state is _OPEN
+        if (breaker := entry.breaker)._state is _OPEN and breaker._clock() < breaker._open_until
     ]
     if opened:
         return min(opened)[2]

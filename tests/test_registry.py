@@ -260,6 +260,20 @@ def test_cap_with_every_breaker_open_evicts_the_one_ending_first(clock: FakeCloc
     assert sorted(registry) == ["long", "mid", "new"]
 
 
+def test_cap_judges_an_ended_open_period_as_half_open_unread(clock: FakeClock) -> None:
+    """A breaker whose open period has ended is half-open to eviction, as `state` would
+    read it, even if nobody read it since: the open one goes, not the one ending first.
+    (Nothing here reads `state` before the eviction: a read would move it to HALF_OPEN.)"""
+    config = CircuitBreakerConfig(failure_threshold=1, reset_timeout=10.0)
+    registry = BreakerRegistry(default=config, max_size=2, clock=clock)
+    _open(registry, "ended")
+    clock.advance(10.0)  # its period is over: the next request would be a probe
+    _open(registry, "open")  # open until t=20
+    registry.breaker_for("new")
+    assert sorted(registry) == ["ended", "new"]
+    assert registry["ended"].state is CircuitState.HALF_OPEN
+
+
 def test_memory_is_bounded_with_many_hosts() -> None:
     """20,000 distinct hosts through a registry capped at 100 keep 100 breakers."""
     registry = BreakerRegistry(max_size=100)
@@ -439,6 +453,22 @@ def test_eviction_in_a_large_registry_prefers_the_long_unused() -> None:
         registry.breaker_for(f"new{i}")
     assert all(key in registry for key in recent)
     assert len(registry) == 200
+
+
+def test_uses_at_the_front_of_a_large_registry_do_not_hide_the_idle() -> None:
+    """Past the scan size, the breakers used since they took their place do not use up
+    the scan: when more than 64 at the front of the queue were used again, the least
+    recently used one behind them goes, not the least recent of those used again."""
+    registry = BreakerRegistry(max_size=100)
+    for i in range(100):
+        registry.breaker_for(f"h{i}")
+    for i in range(70):  # the 70 at the front, used again: h70 is now the least recent
+        registry.breaker_for(f"h{i}")
+    registry.breaker_for("new")
+    assert sorted({f"h{i}" for i in range(100)} - set(registry)) == ["h70"]
+    registry.breaker_for("new2")  # and then the next least recent, still exactly
+    assert "h71" not in registry
+    assert len(registry) == 100
 
 
 # -- the eviction rule against a model ---------------------------------------------
