@@ -162,6 +162,7 @@ class _Link:
         "redis_key",
         "ref",
         "retry_at",
+        "sent",
         "token",
         "want_at",
     )
@@ -187,6 +188,9 @@ class _Link:
         self.demand_queued = False
         # Written by the store's thread:
         self.acked = 0  # the last local transition the server has answered
+        # The last local transition taken off the queue (sent, or dropped while
+        # disconnected): one newer than this is still queued, and will be sent.
+        self.sent = 0
         self.fleet_epoch = 0
         self.fleet_state: str | None = None
         self.retry_at: float | None = None
@@ -694,6 +698,8 @@ class RedisStore:
             kind = op[0]
             if kind in ("t", "x"):
                 self._dropped += 1
+                if kind == "t":  # the reconcile after the reconnect pushes it instead
+                    op[1].sent = op[3]
             elif kind == "d":
                 op[1].demand_queued = False
             elif kind == "u":
@@ -799,6 +805,7 @@ class RedisStore:
                     link.demand_queued = False
                 continue
             if kind == "t":
+                link.sent = op[3]
                 self._send_transition(link, op[2], op[3])
             elif kind == "x":
                 self._send_floor(link, op[2], op[3])
@@ -1102,6 +1109,11 @@ class RedisStore:
         if view is None or view.forced:
             return
         local_age = self._clock() - link.changed_at
+        if token != link.sent:
+            # A local change still queued: its own script settles it (a trip keeps an
+            # open fleet's period: no double trip), and this reading predates it. A push
+            # now would offer the change as newer than the fleet's open and restart it.
+            return
         if token != link.acked:  # a local change the fleet has not answered
             if code == "-" or age / 1000 > local_age:
                 answer = self._push(link, local_age)

@@ -107,6 +107,53 @@ def test_a_second_trip_does_not_restart_the_period(fleet: Fleet, server: Server)
     assert state is OPEN and left is not None and 29 < left <= 30
 
 
+def test_a_trip_queued_while_a_late_breaker_reads_the_fleet_keeps_its_period(
+    fleet: Fleet, server: Server
+) -> None:
+    """A breaker made after its key opened elsewhere, which opens on its own before it
+    has heard (its first request failed), does not restart the fleet's period: the
+    reading of the key that its attach triggers must not push its trip as newer than the
+    fleet's open. Its trip goes through the trip script, which keeps an open period."""
+    first = fleet.replica()
+    fleet.connected()
+    first.trip()
+    with server.client() as client:  # let the fleet's open age on the server's clock
+        wait_until(lambda: len(client.keys("httpx-breaker:*:k:*")) == 1, what="the open")
+        [key] = client.keys("httpx-breaker:*:k:*")
+        opened_ms = int(client.hget(key, "t") or 0)
+
+        def server_ms() -> int:
+            seconds, micros = client.time()
+            return seconds * 1000 + micros // 1000
+
+        wait_until(lambda: server_ms() - opened_ms >= 20, what="the open to age")
+        before = client.hgetall(key)
+    store = RedisStore.from_url(server.url, namespace="checkout")
+    fleet.stores.append(store)
+    wait_until(lambda: store.connected, what="the late store")
+    late = Member(CONFIG)
+    peek = store._peek
+    tripped: list[bool] = []
+
+    def peek_then_trip(links):  # type: ignore[no-untyped-def]
+        # The late breaker's own trip lands between the attach's reading and its answer,
+        # as when its first request fails at that moment.
+        if not tripped:
+            tripped.append(True)
+            late.trip()
+        return peek(links)
+
+    store._peek = peek_then_trip  # type: ignore[method-assign]
+    late.link = store.attach(KEY, late, CONFIG)
+    link = late.link
+    wait_until(lambda: tripped and link.acked == link.token, what="the late trip's answer")
+    with server.client() as client:
+        after = client.hgetall(key)
+    assert (after["e"], after["u"]) == (before["e"], before["u"])
+    assert late.state is OPEN
+    assert 0 < late.open_until - late.clock() <= 30.0
+
+
 def test_a_breaker_made_after_the_open_learns_it_at_once(fleet: Fleet) -> None:
     """A key attached while the fleet holds it open is read right away."""
     first = fleet.replica()
