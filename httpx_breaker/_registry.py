@@ -155,7 +155,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     - a breaker whose bulkhead (`max_concurrent`) has requests in flight or waiting
       is never dropped either: a new breaker for its key would bring a new bulkhead,
       and the host would get twice its limit while the old requests finish. It is
-      looked at (it counts against the 64) and goes to the back of the queue.
+      looked at (like any other) and goes to the back of the queue.
 
     In a registry of up to 64 unforced breakers, every one is looked at, so the rule
     above is exact. In a larger one it holds among those looked at: breakers that were
