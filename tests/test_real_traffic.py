@@ -13,6 +13,7 @@ the deadline; "the headers come in time" uses a deadline well above a loopback a
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -506,6 +507,81 @@ def test_pool_timeout_is_neither_success_nor_failure_sync(http1_server: Server) 
         held.read()
     metrics = breaker.get_metrics()
     assert (metrics.successful_requests, metrics.failed_requests) == (1, 0)
+
+
+# The slow-call rule over one connection: two slow outcomes in two would open it.
+SLOW_RULE = {
+    "slow_call_duration": 1.0,
+    "slow_call_rate_threshold": 0.5,
+    "minimum_requests": 2,
+    "window_size": 2,
+}
+
+
+def waiting_for_the_pool(inner: httpx.AsyncHTTPTransport | httpx.HTTPTransport) -> int:
+    """How many requests httpcore's pool holds, in use or queued (httpcore internals: the
+    test must know the second request is queued before the clock moves)."""
+    return len(inner._pool._requests)
+
+
+@pytest.mark.parametrize("deadline", [None, 5.0])
+async def test_queueing_for_own_pool_is_not_slow(http1_server: Server, deadline: float | None) -> None:
+    """Ten seconds (on the breaker's clock) queued for the client's only connection make
+    neither call slow: the duration starts when the request has its connection, so a
+    saturated pool cannot open a healthy host's breaker through the slow-call rule."""
+    clock = FakeClock()
+    inner = httpx.AsyncHTTPTransport(limits=one_connection(), verify=SSL_CONTEXT)
+    transport = async_transport(clock, inner, timeout=deadline, **SLOW_RULE)
+    statuses: list[int] = []
+
+    async def queued(client: httpx.AsyncClient) -> None:
+        statuses.append((await client.get(http1_server.url("/ok"))).status_code)
+
+    async with (
+        httpx.AsyncClient(transport=transport, timeout=GENEROUS) as client,
+        client.stream("GET", http1_server.url("/ok")) as held,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(queued, client)
+        with anyio.fail_after(10):
+            # httpcore's pool signals nothing a test could wait on: poll it.
+            while waiting_for_the_pool(inner) < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+        clock.advance(10.0)  # the queued request waits 10 s for the connection
+        await held.aread()
+        await held.aclose()
+    assert statuses == [200]
+    breaker = transport.registry[http1_server.key]
+    metrics = breaker.get_metrics()
+    assert (metrics.successful_requests, metrics.slow_requests) == (2, 0)
+    assert metrics.average_response_time == 0.0
+    assert breaker.state is CLOSED
+
+
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_queueing_for_own_pool_is_not_slow_sync(http1_server: Server, timeout: float | None) -> None:
+    """The sync transport starts the duration at the connection too."""
+    clock = FakeClock()
+    inner = httpx.HTTPTransport(limits=one_connection(), verify=SSL_CONTEXT)
+    transport = sync_transport(clock, inner, timeout=timeout, **SLOW_RULE)
+    with (
+        httpx.Client(transport=transport, timeout=GENEROUS) as client,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        with client.stream("GET", http1_server.url("/ok")) as held:
+            queued = pool.submit(lambda: client.get(http1_server.url("/ok")).status_code)
+            deadline = time.monotonic() + 10
+            while waiting_for_the_pool(inner) < 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert waiting_for_the_pool(inner) == 2
+            clock.advance(10.0)
+            held.read()
+        assert queued.result(timeout=10) == 200
+    breaker = transport.registry[http1_server.key]
+    metrics = breaker.get_metrics()
+    assert (metrics.successful_requests, metrics.slow_requests) == (2, 0)
+    assert metrics.average_response_time == 0.0
+    assert breaker.state is CLOSED
 
 
 # -- defect 10: a cache hit proves nothing about the host (real hishel 2) ------------

@@ -533,21 +533,26 @@ def _pool_has_room(transport: object) -> bool:
 class _StartAtConnection:
     """httpcore2's ``trace`` hook for one request: at the first event (the request has its
     connection) it hands tracing back to the caller's own hook, so later events cost
-    nothing (httpcore2 reads the hook anew every step), and starts the deadline
-    (`_start`, the subclass's); every event goes on to the caller's hook.
+    nothing (httpcore2 reads the hook anew every step), notes the breaker's clock in
+    `began` (the request's duration starts there: the wait for the pool is not the
+    host's time), and starts the deadline, if any (`_start`, the subclass's); every
+    event goes on to the caller's hook.
 
     An object, not closures: a closure that checks whether it is still the installed
     hook names itself, a reference cycle per request that only the GC would free; and
     one object per request costs less than a hook and a callback made for it.
     """
 
-    __slots__ = ("_extensions", "_user")
+    __slots__ = ("_began", "_clock", "_core", "_extensions", "_user")
 
     _extensions: dict[str, Any]
     _user: Callable[[str, dict[str, Any]], Awaitable[None]] | None
+    _core: _Core
+    _began: list[float]
+    _clock: Callable[[], float]
 
     def _start(self) -> None:
-        raise NotImplementedError
+        """Start the deadline, if any (the request has its connection)."""
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
         extensions = self._extensions
@@ -557,33 +562,59 @@ class _StartAtConnection:
                 del extensions["trace"]
             else:
                 extensions["trace"] = user
+            self._core.traces = True
+            self._began[0] = self._clock()
             self._start()
         if user is not None:
             await user(event, info)
 
 
-class _ScopeAtConnection(_StartAtConnection):
-    """The hook of a deadline kept by a cancel scope (trio; asyncio before 3.11): at the
-    connection it moves the scope's deadline to `timeout` from then."""
+class _StampAtConnection(_StartAtConnection):
+    """The hook of a request with no deadline whose duration matters (the policy sets
+    `slow_call_duration`): it only notes when the request got its connection."""
 
-    __slots__ = ("_core", "_scope", "_timeout")
+    __slots__ = ()
 
     def __init__(
         self,
         extensions: dict[str, Any],
         user: Callable[[str, dict[str, Any]], Awaitable[None]] | None,
         core: _Core,
+        began: list[float],
+        clock: Callable[[], float],
+    ) -> None:
+        self._extensions = extensions
+        self._user = user
+        self._core = core
+        self._began = began
+        self._clock = clock
+
+
+class _ScopeAtConnection(_StartAtConnection):
+    """The hook of a deadline kept by a cancel scope (trio; asyncio before 3.11): at the
+    connection it moves the scope's deadline to `timeout` from then."""
+
+    __slots__ = ("_scope", "_timeout")
+
+    def __init__(
+        self,
+        extensions: dict[str, Any],
+        user: Callable[[str, dict[str, Any]], Awaitable[None]] | None,
+        core: _Core,
+        began: list[float],
+        clock: Callable[[], float],
         scope: Any,
         timeout: float,
     ) -> None:
         self._extensions = extensions
         self._user = user
         self._core = core
+        self._began = began
+        self._clock = clock
         self._scope = scope
         self._timeout = timeout
 
     def _start(self) -> None:
-        self._core.traces = True
         scope = self._scope
         scope.deadline = scope_now(scope) + self._timeout
 
@@ -593,13 +624,15 @@ class _ArmAtConnection(_StartAtConnection):
     connection it (re)arms the deadline for the whole `timeout`. `place` is where the
     deadline is armed (None while it is not), for the transport to disarm it after."""
 
-    __slots__ = ("_core", "_loop", "_sweeper", "_task", "_timeout", "place")
+    __slots__ = ("_loop", "_sweeper", "_task", "_timeout", "place")
 
     def __init__(
         self,
         extensions: dict[str, Any],
         user: Callable[[str, dict[str, Any]], Awaitable[None]] | None,
         core: _Core,
+        began: list[float],
+        clock: Callable[[], float],
         sweeper: Any,
         loop: asyncio.AbstractEventLoop,
         task: asyncio.Task[Any],
@@ -609,6 +642,8 @@ class _ArmAtConnection(_StartAtConnection):
         self._extensions = extensions
         self._user = user
         self._core = core
+        self._began = began
+        self._clock = clock
         self._sweeper = sweeper
         self._loop = loop
         self._task = task
@@ -618,7 +653,6 @@ class _ArmAtConnection(_StartAtConnection):
     def _start(self) -> None:
         # httpcore2's first event for a request: it has its connection (new or pooled).
         # Start the deadline there, once.
-        self._core.traces = True
         sweeper, place = self._sweeper, self.place
         if place is None or sweeper.disarm(*place):
             self.place = sweeper.arm(self._loop, self._task, self._timeout)
@@ -801,10 +835,17 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         config = breaker._config
         timeout = config.timeout
         try:
-            if timeout is None:
+            if timeout is None and config.slow_call_duration is None:
                 response = await self._transport.handle_async_request(request)
             else:
-                response = await self._send_with_deadline(request, breaker._name, timeout)
+                # The duration starts when the request has its connection, where the
+                # wrapped transport tells (at admission otherwise): the wait for the
+                # client's own pool must not make a healthy host's calls slow.
+                began = [start]
+                try:
+                    response = await self._send_watched(request, breaker, timeout, began)
+                finally:
+                    start = began[0]
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead, closes)
             raise
@@ -852,11 +893,16 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             httpx2_errors.adopt(exc, request)
             raise
 
-    async def _send_with_deadline(
-        self, request: httpx2.Request, name: str, timeout: float
+    async def _send_watched(
+        self,
+        request: httpx2.Request,
+        breaker: CircuitBreaker,
+        timeout: float | None,
+        began: list[float],
     ) -> httpx2.Response:
-        """The wrapped transport's response, its headers within `timeout` of the request
-        getting a connection.
+        """The wrapped transport's response, its headers within `timeout` (if not None)
+        of the request getting a connection; `began[0]` becomes the breaker's clock at
+        that moment, where the wrapped transport reports it.
 
         Where the wrapped transport reports (through httpcore2's ``trace``) when the
         request gets a connection, the deadline starts there: the wait for the client's
@@ -870,11 +916,21 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         """
         core = self._core
         extensions = request.extensions
+        clock = breaker._clock
+        user_trace = extensions.get("trace")
+        if timeout is None:
+            stamp = _StampAtConnection(extensions, user_trace, core, began, clock)
+            extensions["trace"] = stamp
+            try:
+                return await self._transport.handle_async_request(request)
+            finally:
+                if extensions.get("trace") is stamp:
+                    _restore(extensions, "trace", user_trace)
+        name = breaker._name
         first: float | None = timeout
         if core.traces and not _pool_has_room(self._transport):
             pool = _pool_timeout(request)
             first = None if pool is None else timeout + pool
-        user_trace = extensions.get("trace")
         loop = _running_loop()
         task = _current_task(loop) if loop is not None else None
         if sys.version_info >= (3, 11) and task is not None:
@@ -885,6 +941,8 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                 extensions,
                 user_trace,
                 core,
+                began,
+                clock,
                 sweeper,
                 loop,
                 task,
@@ -915,7 +973,9 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             return response
 
         scope = cancel_scope(first)
-        scope_trace = _ScopeAtConnection(extensions, user_trace, core, scope, timeout)
+        scope_trace = _ScopeAtConnection(
+            extensions, user_trace, core, began, clock, scope, timeout
+        )
         extensions["trace"] = scope_trace
         try:
             with scope:
@@ -1090,8 +1150,18 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         config = breaker._config
         timeout = config.timeout
         try:
-            if timeout is None:
+            if timeout is None and config.slow_call_duration is None:
                 response = self._transport.handle_request(request)
+            elif timeout is None:
+                # Only the duration matters: it starts when the request has its
+                # connection, as in the async twin.
+                stamp = _SyncStamp(request, clock)
+                try:
+                    response = self._transport.handle_request(request)
+                finally:
+                    stamp.close()
+                    if stamp.started is not None:
+                        start = stamp.started
             else:
                 bound = _SyncDeadline(request, breaker._name, timeout, clock)
                 try:
@@ -1103,10 +1173,11 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                     raise mine from exc
                 finally:
                     bound.close()
-                # The deadline ran from the connection (as in the async twin); the
-                # call's duration, for the record, from admission.
-                began = start if bound.started is None else bound.started
-                if clock() - began > timeout:
+                    # The deadline ran from the connection (as in the async twin), and
+                    # so does the call's duration.
+                    if bound.started is not None:
+                        start = bound.started
+                if clock() - start > timeout:
                     # The headers came, but later than the deadline (a server trickling
                     # them, or a wrapped transport that cannot be bounded): the deadline
                     # failed as surely as if it had stopped the request, so the caller
@@ -1192,6 +1263,34 @@ _PHASE_OF: tuple[tuple[type[httpx2.TimeoutException], str], ...] = (
     (httpx2.WriteTimeout, "write"),
 )
 _NOT_CAPPED = ("response_body.started", "response_closed.started")
+
+
+class _SyncStamp:
+    """The sync request's httpcore2 ``trace`` hook when only its duration matters: notes
+    the breaker's clock at the first event (the request has its connection) and hands
+    tracing back to the caller's own hook."""
+
+    __slots__ = ("_clock", "_extensions", "_user_trace", "started")
+
+    def __init__(self, request: httpx2.Request, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.started: float | None = None
+        extensions = self._extensions = request.extensions
+        self._user_trace = extensions.get("trace")
+        extensions["trace"] = self
+
+    def __call__(self, event: str, info: dict[str, Any]) -> None:
+        extensions = self._extensions
+        user_trace = self._user_trace
+        if extensions.get("trace") is self:
+            self.started = self._clock()
+            _restore(extensions, "trace", user_trace)
+        if user_trace is not None:
+            user_trace(event, info)
+
+    def close(self) -> None:
+        if self._extensions.get("trace") is self:
+            _restore(self._extensions, "trace", self._user_trace)
 
 
 class _SyncDeadline:
