@@ -690,3 +690,120 @@ def test_raise_for_status_sync(server: Server) -> None:
         return str(info.value)
 
     assert "500 Internal Server Error" in same_sync(server, scenario)
+
+
+# -- resuming a body after closing its response ----------------------------------------
+# httpx leaves this to the stream: over its own transports the resumed read fails
+# (ReadError: the connection is gone); a mock's body goes on. The wrapper closes the
+# iterator it was reading from when the response closes (so no generator of the wrapped
+# transport is left to the collector): a resumed read then gets what that closed iterator
+# gives, the end of the body for a generator, and never an error of the wrapper's own.
+
+
+class _Chunks:
+    """A body iterator that is not a generator and has no close: nothing can stop it."""
+
+    def __init__(self) -> None:
+        self.left = [b"a", b"b", b"c"]
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> bytes:
+        if not self.left:
+            raise StopIteration
+        return self.left.pop(0)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if not self.left:
+            raise StopAsyncIteration
+        return self.left.pop(0)
+
+
+class _IteratorBody(httpx.SyncByteStream, httpx.AsyncByteStream):
+    def __init__(self, chunks: Any) -> None:
+        self.chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.chunks  # type: ignore[no-any-return]
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.chunks  # type: ignore[no-any-return]
+
+
+def _resumed_sync(make_body: Callable[[], httpx.SyncByteStream], wrapped: bool) -> list[bytes]:
+    inner = httpx.MockTransport(lambda request: httpx.Response(200, stream=make_body()))
+    transport = CircuitBreakerTransport(inner) if wrapped else inner
+    with httpx.Client(transport=transport) as client, client.stream("GET", "https://h/") as r:
+        chunks = r.iter_raw()
+        assert next(chunks) == b"a"
+        r.close()
+        return list(chunks)
+
+
+async def _resumed_async(
+    make_body: Callable[[], httpx.AsyncByteStream], wrapped: bool
+) -> list[bytes]:
+    inner = httpx.MockTransport(lambda request: httpx.Response(200, stream=make_body()))
+    transport = AsyncCircuitBreakerTransport(inner) if wrapped else inner
+    async with (
+        httpx.AsyncClient(transport=transport) as client,
+        client.stream("GET", "https://h/") as r,
+    ):
+        chunks = r.aiter_raw()
+        assert await chunks.__anext__() == b"a"
+        await r.aclose()
+        return [chunk async for chunk in chunks]
+
+
+class _GeneratorBody(httpx.SyncByteStream, httpx.AsyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        yield from (b"a", b"b", b"c")
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in (b"a", b"b", b"c"):
+            yield chunk
+
+
+def test_a_body_resumed_after_close_reads_as_without_the_breaker_sync() -> None:
+    """An iterator the close cannot stop goes on, as without the breaker."""
+    assert _resumed_sync(lambda: _IteratorBody(_Chunks()), wrapped=True) == [b"b", b"c"]
+    assert _resumed_sync(lambda: _IteratorBody(_Chunks()), wrapped=False) == [b"b", b"c"]
+
+
+async def test_a_body_resumed_after_close_reads_as_without_the_breaker() -> None:
+    assert await _resumed_async(lambda: _IteratorBody(_Chunks()), wrapped=True) == [b"b", b"c"]
+    assert await _resumed_async(lambda: _IteratorBody(_Chunks()), wrapped=False) == [b"b", b"c"]
+
+
+@ABANDONED_GENERATORS
+def test_a_generator_body_resumed_after_close_ends_sync() -> None:
+    """A generator the wrapper closed ends: no TypeError of the wrapper's (as before)."""
+    assert _resumed_sync(_GeneratorBody, wrapped=True) == []
+
+
+@ABANDONED_GENERATORS
+async def test_a_generator_body_resumed_after_close_ends() -> None:
+    assert await _resumed_async(_GeneratorBody, wrapped=True) == []
+
+
+@ABANDONED_GENERATORS
+async def test_a_real_body_resumed_after_close_raises_nothing_of_ours(server: Server) -> None:
+    """Over httpx's own transport, a resumed read after the close ends (without the
+    breaker httpx raises ReadError there): never a TypeError or AttributeError."""
+    inner = httpx.AsyncHTTPTransport(http1=not server.http2, http2=server.http2, verify=SSL_CONTEXT)
+    transport = AsyncCircuitBreakerTransport(inner)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url=server.base, timeout=GENEROUS) as client,
+        client.stream("GET", "/stream?chunks=4") as r,
+    ):
+        chunks = r.aiter_raw()
+        assert await chunks.__anext__()
+        await r.aclose()
+        rest = [chunk async for chunk in chunks]
+    assert rest == []
+    metrics = transport.registry[server.key].get_metrics()
+    assert (metrics.successful_requests, metrics.failed_requests) == (1, 0)

@@ -459,7 +459,10 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
 
     async def _aclose_iterator(self) -> None:
         try:
-            chunks, self._chunks = self._chunks, None
+            # Kept, closed: a reader that resumes after the close gets what the wrapped
+            # iterator gives then (its end, for a generator), as without the breaker,
+            # never an error of ours.
+            chunks = self._chunks
             close = getattr(chunks, "aclose", None)
             if close is not None:
                 await close()
@@ -492,8 +495,7 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
     def close(self) -> None:
         try:
             chunks = self._chunks
-            if chunks is not None:
-                self._chunks = None
+            if chunks is not None:  # kept, closed: see the async twin
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()
