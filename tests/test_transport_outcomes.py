@@ -433,7 +433,19 @@ def test_sync_deadline_lowers_each_step_to_what_is_left(
     assert response.status_code == 200
 
 
-def test_sync_deadline_hands_back_the_callers_trace(lib: Library, upstream: Upstream) -> None:
+# The policies that put a hook of ours in httpcore's `trace`: a deadline, or the
+# slow-call rule alone (the duration then starts at the connection).
+TIMED = pytest.mark.parametrize(
+    "timed",
+    [CircuitBreakerConfig(timeout=5.0), CircuitBreakerConfig(slow_call_duration=5.0)],
+    ids=["timeout", "slow_call_duration"],
+)
+
+
+@TIMED
+def test_sync_deadline_hands_back_the_callers_trace(
+    lib: Library, upstream: Upstream, timed: CircuitBreakerConfig
+) -> None:
     """A caller's own httpcore trace hook still sees every event, and is restored."""
     def events_through(transport: Any) -> tuple[list[str], Any, Any]:
         events: list[str] = []
@@ -446,27 +458,34 @@ def test_sync_deadline_hands_back_the_callers_trace(lib: Library, upstream: Upst
         return events, hook, response.request.extensions["trace"]
 
     bare, _, _ = events_through(lib.HTTPTransport())
-    transport = lib.CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=5.0))
+    transport = lib.CircuitBreakerTransport(default=timed)
     events, hook, left_on_request = events_through(transport)
     assert events == bare  # every event httpcore sends, none of ours
     assert "http11.receive_response_headers.started" in events
     assert left_on_request is hook
 
 
+@TIMED
 async def test_async_deadline_hands_back_the_callers_trace(
-    lib: Library, upstream: Upstream
+    lib: Library, upstream: Upstream, timed: CircuitBreakerConfig
 ) -> None:
-    events: list[str] = []
+    async def events_through(transport: Any) -> tuple[list[str], Any, Any]:
+        events: list[str] = []
 
-    async def trace(name: str, info: dict[str, object]) -> None:
-        events.append(name)
+        async def trace(name: str, info: dict[str, object]) -> None:
+            events.append(name)
 
-    transport = lib.AsyncCircuitBreakerTransport(default=CircuitBreakerConfig(timeout=5.0))
-    async with lib.AsyncClient(transport=transport) as client:
-        response = await client.get(f"{upstream.url}/ok", extensions={"trace": trace})
+        async with lib.AsyncClient(transport=transport) as client:
+            response = await client.get(f"{upstream.url}/ok", extensions={"trace": trace})
+        return events, trace, response.request.extensions["trace"]
+
+    bare, _, _ = await events_through(lib.AsyncHTTPTransport())
+    transport = lib.AsyncCircuitBreakerTransport(default=timed)
+    events, trace, left_on_request = await events_through(transport)
+    assert events == bare  # every event httpcore sends, none of ours
     assert "http11.receive_response_headers.started" in events
     assert "http11.response_closed.complete" in events
-    assert response.request.extensions["trace"] is trace
+    assert left_on_request is trace
 
 
 # One cache hit per mark a cache leaves (`CACHE_MARKERS`), as hishel 2, 1 and 0.x set them.
