@@ -164,8 +164,10 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     used ones do not count against the 64 (each such look is paid for by a use since
     the last look), so using the breakers at the front never hides an idle one behind
     them. A flood of failing hosts thus costs at most 64 looks per new host, never a
-    scan of the whole registry: where the 64 are all open, the one among them whose
-    period ends first goes, even if a closed breaker sits further along.
+    scan of the whole registry per new host (a burst of uses is paid once: the next
+    eviction passes each breaker used since, up to the whole registry, and the ones
+    after it do not): where the 64 are all open, the one among them whose period ends
+    first goes, even if a closed breaker sits further along.
 
     When every breaker is forced (or, among the 64 looked at, busy: its bulkhead has
     requests in flight or waiting) and the registry is full, the new breaker is added

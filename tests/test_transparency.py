@@ -693,11 +693,12 @@ def test_raise_for_status_sync(server: Server) -> None:
 
 
 # -- resuming a body after closing its response ----------------------------------------
-# httpx leaves this to the stream: over its own transports the resumed read fails
-# (ReadError: the connection is gone); a mock's body goes on. The wrapper closes the
-# iterator it was reading from when the response closes (so no generator of the wrapped
-# transport is left to the collector): a resumed read then gets what that closed iterator
-# gives, the end of the body for a generator, and never an error of the wrapper's own.
+# httpx leaves this to the stream: over its own transports the resumed read gives what
+# was buffered or fails (ReadError: the connection is gone); a mock's body goes on. The
+# wrapper closes the iterator it was reading from when the response closes (so no
+# generator of the wrapped transport is left to the collector): a resumed read then gets
+# what that closed iterator gives, the end of the body for a generator, and never an
+# error of the wrapper's own.
 
 
 class _Chunks:
@@ -793,7 +794,7 @@ async def test_a_generator_body_resumed_after_close_ends() -> None:
 @ABANDONED_GENERATORS
 async def test_a_real_body_resumed_after_close_raises_nothing_of_ours(server: Server) -> None:
     """Over httpx's own transport, a resumed read after the close ends (without the
-    breaker httpx raises ReadError there): never a TypeError or AttributeError."""
+    breaker httpx may raise ReadError there): never a TypeError or AttributeError."""
     inner = httpx.AsyncHTTPTransport(http1=not server.http2, http2=server.http2, verify=SSL_CONTEXT)
     transport = AsyncCircuitBreakerTransport(inner)
     async with (
