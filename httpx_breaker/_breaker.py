@@ -357,6 +357,9 @@ class CircuitBreaker:
             if self._forced is _OPEN:
                 return None
             return max(0.0, self._open_until - self._clock())
+        if self._deferred:  # a probe handed back while another thread held the lock
+            with self._lock:
+                self._drain_deferred()
         if self._probes_in_flight + self._probes_succeeded < self._config.half_open_max_requests:
             return 0.0
         return None
@@ -365,6 +368,10 @@ class CircuitBreaker:
         """An immutable snapshot of the counters, rates and recent state changes."""
         state = self.state
         with self._lock:
+            # Permits handed back while another thread held the lock (`release`) are
+            # counted before the snapshot, not at the breaker's next call.
+            if self._deferred:
+                self._drain_deferred()
             now = self._clock()
             ok, failed, ignored = self._n_success, self._n_failure, self._n_ignored
             rejected, slow, total_time = self._n_rejected, self._n_slow, self._time_sum
@@ -1090,8 +1097,9 @@ class CircuitBreaker:
 
         For a call that was abandoned (a response dropped unread, a coroutine never
         awaited). Safe to call from a finalizer, even one that runs while this very
-        thread holds the breaker's lock: it never blocks, and hands the permit over to
-        the next locked operation instead.
+        thread holds the breaker's lock: it never blocks. When the lock is taken, the
+        permit is settled by the next step that takes it: an outcome recorded, an
+        admission while not CLOSED, a `get_metrics` or `retry_after` read.
         """
         if token == DRY_RUN:
             return

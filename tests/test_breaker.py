@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -997,6 +998,43 @@ def test_abandoned_permit_while_locked_is_deferred_not_lost(clock: FakeClock) ->
     succeed(breaker)  # the deferred permit is drained first, so this probe passes
     assert breaker.state is CLOSED
     assert breaker.get_metrics().ignored_requests == 1
+
+
+def test_permit_released_while_another_thread_holds_the_lock_shows_at_once(
+    clock: FakeClock,
+) -> None:
+    """A permit handed back while another thread held the lock shows in the metrics and
+    in `retry_after` as soon as that thread lets go, before the breaker's next call."""
+    breaker = make(clock, failure_threshold=1, reset_timeout=1.0, half_open_max_requests=1)
+    fail(breaker)
+    clock.advance(1.0)
+    token = breaker._acquire()  # the only probe slot
+    assert breaker.retry_after is None  # every slot taken
+    holding, done = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with breaker._lock:
+            holding.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert holding.wait(10)
+    breaker.release(token)  # returns at once: the lock is taken
+    done.set()
+    holder.join(10)
+    assert breaker.retry_after == 0.0  # the slot is free again
+    assert breaker.get_metrics().ignored_requests == 1
+
+
+def test_deferred_permit_counts_in_the_metrics_snapshot(clock: FakeClock) -> None:
+    """`get_metrics` counts a deferred permit (without a `retry_after` read first)."""
+    breaker = make(clock)
+    token = breaker._acquire()
+    with breaker._lock:
+        breaker.release(token)
+    assert breaker.get_metrics().ignored_requests == 1
+    assert breaker.get_metrics().total_requests == 1
 
 
 def test_retry_after_floor_lengthens_but_never_opens(clock: FakeClock) -> None:
