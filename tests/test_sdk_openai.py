@@ -292,14 +292,15 @@ async def test_recipe_counts_each_attempt_and_stops_when_the_breaker_opens(
 # generator it iterates when the response is closed half read (openai 2.x closes it
 # without draining it). httpcore 1.x (openai 2.x, Python 3.10) then leaves the
 # generators that one was iterating to the collector, which trio reports too: the
-# second filter names those, httpcore's own. (httpx2's close theirs.)
+# second filter names those, httpcore's own. (httpx2's close theirs.) Python 3.14 words
+# the warning "Exception ignored while finalizing generator".
 @pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object "
+    "ignore:Exception ignored (in.|while finalizing generator) <async_generator object "
     "(AsyncStream._iter_events|SSEDecoder.aiter_bytes|Response.aiter_bytes) "
     ":pytest.PytestUnraisableExceptionWarning"
 )
 @pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object "
+    "ignore:Exception ignored (in.|while finalizing generator) <async_generator object "
     "(PoolByteStream.__aiter__|HTTP11ConnectionByteStream.__aiter__"
     "|AsyncHTTP11Connection._receive_response_body) "
     ":pytest.PytestUnraisableExceptionWarning"

