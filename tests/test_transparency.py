@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +31,7 @@ import pytest
 
 from httpx_breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
 
+from .libraries import Library
 from .servers import SSL_CONTEXT, Server
 
 if TYPE_CHECKING:
@@ -808,3 +812,134 @@ async def test_a_real_body_resumed_after_close_raises_nothing_of_ours(server: Se
     assert rest == []
     metrics = transport.registry[server.key].get_metrics()
     assert (metrics.successful_requests, metrics.failed_requests) == (1, 0)
+
+
+# -- closing a body while another task or thread is reading it --------------------------
+# The reader is inside the wrapped transport's body generator, waiting for the server's
+# next chunk, when the caller closes the response. Without the breaker the close ends
+# that read (ReadError in the reader) and frees the connection; the breaker's close must
+# do the same, not fail to close a running generator, and the close is not the host's
+# failure: walking away is a success.
+
+
+async def _close_while_a_task_reads(server: Server, wrapped: bool) -> tuple[Any, ...]:
+    inner = httpx.AsyncHTTPTransport(verify=SSL_CONTEXT)
+    transport = AsyncCircuitBreakerTransport(inner) if wrapped else inner
+    seen: list[Any] = []
+    got_one = anyio.Event()
+
+    async def read(response: httpx.Response) -> None:
+        try:
+            async for chunk in response.aiter_raw():
+                seen.append(chunk)
+                got_one.set()  # no checkpoint: the loop goes on into the next read
+        except httpx.HTTPError as exc:
+            seen.append(type(exc).__name__)
+
+    async with (
+        httpx.AsyncClient(transport=transport, base_url=server.base, timeout=GENEROUS) as client,
+        client.stream("GET", "/stream?chunks=3&pause=0.5") as response,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(read, response)
+        await got_one.wait()  # the reader now waits inside the body for chunk 1
+        await response.aclose()  # raises nothing
+    busy = [c for c in inner._pool.connections if not (c.is_idle() or c.is_closed())]
+    outcome = None
+    if isinstance(transport, AsyncCircuitBreakerTransport):
+        m = transport.registry[server.key].get_metrics()
+        outcome = (m.successful_requests, m.failed_requests, m.ignored_requests)
+    return seen, busy, outcome
+
+
+async def test_closing_while_another_task_reads_is_as_without_the_breaker(
+    http1_server: Server,
+) -> None:
+    plain = await _close_while_a_task_reads(http1_server, wrapped=False)
+    through_breaker = await _close_while_a_task_reads(http1_server, wrapped=True)
+    assert plain == ([b"chunk 0\n", "ReadError"], [], None)
+    assert through_breaker == ([b"chunk 0\n", "ReadError"], [], (1, 0, 0))
+
+
+def _close_while_a_thread_reads(server: Server, wrapped: bool) -> tuple[Any, ...]:
+    inner = httpx.HTTPTransport(verify=SSL_CONTEXT)
+    transport = CircuitBreakerTransport(inner) if wrapped else inner
+    seen: list[Any] = []
+
+    def read(response: httpx.Response) -> None:
+        try:
+            seen.extend(response.iter_raw())
+        except httpx.HTTPError as exc:
+            seen.append(type(exc).__name__)
+
+    with (
+        httpx.Client(transport=transport, base_url=server.base, timeout=GENEROUS) as client,
+        client.stream("GET", "/stream?chunks=3&pause=0.5") as response,
+    ):
+        reader = threading.Thread(target=read, args=(response,))
+        reader.start()
+        _wait_until_reading_the_socket(reader)
+        response.close()  # raises nothing
+        reader.join(10)
+    busy = [c for c in inner._pool.connections if not (c.is_idle() or c.is_closed())]
+    outcome = None
+    if isinstance(transport, CircuitBreakerTransport):
+        m = transport.registry[server.key].get_metrics()
+        outcome = (m.successful_requests, m.failed_requests, m.ignored_requests)
+    return seen, busy, outcome
+
+
+def _wait_until_reading_the_socket(thread: threading.Thread) -> None:
+    """Until `thread` waits in httpcore's socket read (inside the body's generator)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident or 0)
+        if frame is not None and frame.f_code.co_name == "read" and "httpcore" in frame.f_code.co_filename:
+            return
+        time.sleep(0.001)
+    raise AssertionError("the reader never reached the socket")
+
+
+def test_closing_while_another_thread_reads_is_as_without_the_breaker(
+    http1_server: Server,
+) -> None:
+    plain = _close_while_a_thread_reads(http1_server, wrapped=False)
+    through_breaker = _close_while_a_thread_reads(http1_server, wrapped=True)
+    assert plain[1:] == ([], None)
+    assert plain[0][0] == b"chunk 0\n"
+    assert through_breaker[0] == plain[0]
+    assert through_breaker[1:] == ([], (1, 0, 0))
+
+
+def _closes_after_leaving_a_loop(lib: Library, wrapped: bool) -> tuple[int, Any]:
+    class CountingBody(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+        def __init__(self) -> None:
+            self.closes = 0
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from (b"a", b"b", b"c")
+
+        def close(self) -> None:
+            self.closes += 1
+
+    body = CountingBody()
+    inner = lib.MockTransport(lambda request: lib.Response(200, stream=body))
+    transport = lib.CircuitBreakerTransport(inner) if wrapped else inner
+    with lib.Client(transport=transport) as client:
+        response = client.send(client.build_request("GET", "https://h/"), stream=True)
+        chunks = response.iter_raw()
+        assert next(chunks) == b"a"
+        chunks.close()  # a `break` out of the loop
+        response.close()
+    outcome = None
+    if wrapped:
+        m = transport.registry["h"].get_metrics()
+        outcome = (m.successful_requests, m.failed_requests)
+    return body.closes, outcome
+
+
+def test_a_body_left_in_a_loop_is_closed_once(lib: Library) -> None:
+    """httpx2's response stream reads ours with `yield from`, which closes it when the
+    loop is left; the response's close that follows must not close the body again."""
+    assert _closes_after_leaving_a_loop(lib, wrapped=False) == (1, None)
+    assert _closes_after_leaving_a_loop(lib, wrapped=True) == (1, (1, 0))

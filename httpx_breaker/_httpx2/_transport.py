@@ -458,16 +458,23 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
         raise exc
 
     async def _aclose_iterator(self) -> None:
+        # An error that a read still in progress (another task's) meets from here on is
+        # the close's doing, not the host's: the outcome is what the body did before.
+        error = self._error
         try:
             # Kept, closed: a reader that resumes after the close gets what the wrapped
             # iterator gives then (its end, for a generator), as without the breaker,
             # never an error of ours.
             chunks = self._chunks
             close = getattr(chunks, "aclose", None)
-            if close is not None:
+            # Not while another task is inside it (a read in progress): it cannot be
+            # closed then (RuntimeError). Closing the stream ends that read, as it does
+            # without the breaker.
+            if close is not None and not getattr(chunks, "ag_running", False):
                 await close()
             await self._stream.aclose()
         finally:
+            self._error = error
             self._settle()
 
 
@@ -493,14 +500,25 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
         return chunk
 
     def close(self) -> None:
+        if self._core is None and self._bulkhead is None:
+            # Closed already. We are our own iterator, so a generator that reads us with
+            # `yield from` (httpx2's response stream) closes us when it is closed, and the
+            # response then closes us again: the wrapped stream is closed once, as
+            # without the breaker.
+            return
+        error = self._error  # see the async twin: later errors are the close's doing
         try:
             chunks = self._chunks
-            if chunks is not None:  # kept, closed: see the async twin
+            # Kept, closed: see the async twin; and not while another thread is inside
+            # it (a read in progress): it cannot be closed then (ValueError). Closing the
+            # stream ends that read, as it does without the breaker.
+            if chunks is not None and not getattr(chunks, "gi_running", False):
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()
             self._stream.close()
         finally:
+            self._error = error
             self._settle()
 
 
