@@ -868,7 +868,8 @@ def _close_while_a_thread_reads(server: Server, wrapped: bool) -> tuple[Any, ...
 
     def read(response: httpx.Response) -> None:
         try:
-            seen.extend(response.iter_raw())
+            for chunk in response.iter_raw():
+                seen.append(chunk)  # noqa: PERF402 (each chunk as it arrives)
         except httpx.HTTPError as exc:
             seen.append(type(exc).__name__)
 
@@ -878,7 +879,7 @@ def _close_while_a_thread_reads(server: Server, wrapped: bool) -> tuple[Any, ...
     ):
         reader = threading.Thread(target=read, args=(response,))
         reader.start()
-        _wait_until_reading_the_socket(reader)
+        _wait_until_reading_the_socket(reader, after=seen)
         response.close()  # raises nothing
         reader.join(10)
     busy = [c for c in inner._pool.connections if not (c.is_idle() or c.is_closed())]
@@ -889,12 +890,18 @@ def _close_while_a_thread_reads(server: Server, wrapped: bool) -> tuple[Any, ...
     return seen, busy, outcome
 
 
-def _wait_until_reading_the_socket(thread: threading.Thread) -> None:
-    """Until `thread` waits in httpcore's socket read (inside the body's generator)."""
+def _wait_until_reading_the_socket(thread: threading.Thread, after: list[Any]) -> None:
+    """Until `thread` has a chunk in `after` and waits in httpcore's socket read for the
+    next (inside the body's generator)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         frame = sys._current_frames().get(thread.ident or 0)
-        if frame is not None and frame.f_code.co_name == "read" and "httpcore" in frame.f_code.co_filename:
+        if (
+            after
+            and frame is not None
+            and frame.f_code.co_name == "read"
+            and "httpcore" in frame.f_code.co_filename
+        ):
             return
         time.sleep(0.001)
     raise AssertionError("the reader never reached the socket")
