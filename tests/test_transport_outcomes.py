@@ -592,7 +592,8 @@ class _Unread(httpx.AsyncBaseTransport, httpx.BaseTransport):
 
 
 def _fields(stream: object) -> dict[str, object]:
-    return {name: getattr(stream, name) for name in _transport._Tracked.__slots__}
+    names = (*_transport._Tracked.__slots__, *type(stream).__slots__)  # type: ignore[attr-defined]
+    return {name: getattr(stream, name) for name in names}
 
 
 async def test_the_transports_build_the_tracked_body_as_its_constructor_would(

@@ -479,9 +479,27 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
 
 
 class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
-    """The sync twin of `_AsyncTrackedStream`."""
+    """The sync twin of `_AsyncTrackedStream`, closed once (see `close`)."""
 
-    __slots__ = ()
+    __slots__ = ("_closed",)
+
+    def __init__(
+        self,
+        stream: Any,
+        core: _Core | None,
+        breaker: CircuitBreaker,
+        token: int,
+        request: httpx2.Request,
+        response: httpx2.Response | None,
+        start: float,
+        end: float,
+        bulkhead: Bulkhead | None,
+        closes: int,
+    ) -> None:
+        super().__init__(
+            stream, core, breaker, token, request, response, start, end, bulkhead, closes
+        )
+        self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
         if self._chunks is None:
@@ -500,12 +518,14 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
         return chunk
 
     def close(self) -> None:
-        if self._core is None and self._bulkhead is None:
-            # Closed already. We are our own iterator, so a generator that reads us with
-            # `yield from` (httpx2's response stream) closes us when it is closed, and the
-            # response then closes us again: the wrapped stream is closed once, as
-            # without the breaker.
+        if self._closed:
+            # We are our own iterator, so a generator that reads us with `yield from`
+            # (httpx2's response stream) closes us when it is closed, and the response
+            # then closes us again: the wrapped stream is closed once, as without the
+            # breaker. (Not "settled already": a finaliser may have given the permit
+            # back before a collected generator closes us; the stream still needs it.)
             return
+        self._closed = True
         error = self._error  # see the async twin: later errors are the close's doing
         try:
             chunks = self._chunks
@@ -1215,6 +1235,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         tracked = _new(_SyncTrackedStream)
         tracked._stream = response.stream
         tracked._chunks = None
+        tracked._closed = False
         tracked._core = core
         tracked._breaker = breaker
         tracked._token = token
