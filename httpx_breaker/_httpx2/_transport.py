@@ -483,22 +483,8 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
 
     __slots__ = ("_closed",)
 
-    def __init__(
-        self,
-        stream: Any,
-        core: _Core | None,
-        breaker: CircuitBreaker,
-        token: int,
-        request: httpx2.Request,
-        response: httpx2.Response | None,
-        start: float,
-        end: float,
-        bulkhead: Bulkhead | None,
-        closes: int,
-    ) -> None:
-        super().__init__(
-            stream, core, breaker, token, request, response, start, end, bulkhead, closes
-        )
+    def __init__(self, *args: Any) -> None:  # `_Tracked`'s arguments
+        super().__init__(*args)
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
