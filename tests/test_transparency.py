@@ -919,7 +919,13 @@ def test_closing_while_another_thread_reads_is_as_without_the_breaker(
     assert through_breaker[1:] == ([], (1, 0, 0))
 
 
-def _closes_after_leaving_a_loop(lib: Library, wrapped: bool) -> tuple[int, Any]:
+def _closes_after(
+    lib: Library, wrapped: bool, leave: Callable[[Iterator[bytes], Any], None]
+) -> tuple[int, Any]:
+    """How many times the body was closed once `leave(chunks, response)` is done with
+    a response read up to its first chunk; and the breaker's (successes, failures,
+    ignored) when `wrapped`."""
+
     class CountingBody(lib.SyncByteStream):  # type: ignore[name-defined,misc]
         def __init__(self) -> None:
             self.closes = 0
@@ -937,43 +943,8 @@ def _closes_after_leaving_a_loop(lib: Library, wrapped: bool) -> tuple[int, Any]
         response = client.send(client.build_request("GET", "https://h/"), stream=True)
         chunks = response.iter_raw()
         assert next(chunks) == b"a"
-        chunks.close()  # a `break` out of the loop
-        response.close()
-    outcome = None
-    if wrapped:
-        m = transport.registry["h"].get_metrics()
-        outcome = (m.successful_requests, m.failed_requests)
-    return body.closes, outcome
-
-
-def test_a_body_left_in_a_loop_is_closed_once(lib: Library) -> None:
-    """httpx2's response stream reads ours with `yield from`, which closes it when the
-    loop is left; the response's close that follows must not close the body again."""
-    assert _closes_after_leaving_a_loop(lib, wrapped=False) == (1, None)
-    assert _closes_after_leaving_a_loop(lib, wrapped=True) == (1, (1, 0))
-
-
-def _closes_after_collecting_a_dropped_read(lib: Library, wrapped: bool) -> tuple[int, Any]:
-    class CountingBody(lib.SyncByteStream):  # type: ignore[name-defined,misc]
-        def __init__(self) -> None:
-            self.closes = 0
-
-        def __iter__(self) -> Iterator[bytes]:
-            yield from (b"a", b"b", b"c")
-
-        def close(self) -> None:
-            self.closes += 1
-
-    body = CountingBody()
-    inner = lib.MockTransport(lambda request: lib.Response(200, stream=body))
-    transport = lib.CircuitBreakerTransport(inner) if wrapped else inner
-    with lib.Client(transport=transport) as client:
-        response = client.send(client.build_request("GET", "https://h/"), stream=True)
-        chunks = response.iter_raw()
-        assert next(chunks) == b"a"
-        cycle: list[Any] = [chunks, response]
-        cycle.append(cycle)  # only the collector frees them
-        del chunks, response, cycle
+        leave(chunks, response)
+        del chunks, response
         gc.collect()
     outcome = None
     if wrapped:
@@ -982,12 +953,29 @@ def _closes_after_collecting_a_dropped_read(lib: Library, wrapped: bool) -> tupl
     return body.closes, outcome
 
 
+def _leave_the_loop(chunks: Iterator[bytes], response: Any) -> None:
+    chunks.close()  # type: ignore[attr-defined]  # a `break` out of the loop
+    response.close()
+
+
+def _drop_in_a_cycle(chunks: Iterator[bytes], response: Any) -> None:
+    cycle: list[Any] = [chunks, response]
+    cycle.append(cycle)  # only the collector frees them (the caller's gc.collect())
+
+
+def test_a_body_left_in_a_loop_is_closed_once(lib: Library) -> None:
+    """httpx2's response stream reads ours with `yield from`, which closes it when the
+    loop is left; the response's close that follows must not close the body again."""
+    assert _closes_after(lib, False, _leave_the_loop) == (1, None)
+    assert _closes_after(lib, True, _leave_the_loop) == (1, (1, 0, 0))
+
+
 def test_a_body_dropped_half_read_is_closed_by_the_collector_as_without_the_breaker(
     lib: Library,
 ) -> None:
     """A half-read response dropped in a reference cycle: httpx2's collected generator
     closes its body (httpx's leaves it), through the breaker too, even when the
     breaker's finaliser has already given the permit back (counted as ignored)."""
-    plain, _ = _closes_after_collecting_a_dropped_read(lib, wrapped=False)
+    plain, _ = _closes_after(lib, False, _drop_in_a_cycle)
     assert plain == (1 if lib.name == "httpx2" else 0)
-    assert _closes_after_collecting_a_dropped_read(lib, wrapped=True) == (plain, (0, 0, 1))
+    assert _closes_after(lib, True, _drop_in_a_cycle) == (plain, (0, 0, 1))
