@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
@@ -404,6 +407,71 @@ def test_sync_headers_past_the_deadline_raise_circuit_timeout(
         assert ok.request.extensions["timeout"] == lib.Timeout(30.0).as_dict()
     metrics = transport.registry[f"127.0.0.1:{upstream.port}"].get_metrics()
     assert (metrics.failed_requests, metrics.successful_requests) == (1, 1)
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[tuple[str, threading.Event, threading.Thread]]:
+    """A loopback server that sends its response headers one byte every 10 ms (about
+    0.7 s in all), in a thread that sets the event once the last byte is sent and ends
+    when the client closes the connection."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    sent = threading.Event()
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: abcdefghijklmnop\r\n" * 2 + b"Content-Length: 2\r\n\r\n"
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            try:
+                for i in range(len(head)):
+                    connection.sendall(head[i : i + 1])
+                    time.sleep(0.01)
+                sent.set()
+                connection.sendall(b"ok")
+                connection.recv(1)  # until the client closes
+            except OSError:  # the client went first
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}/", sent, thread
+    thread.join(timeout=10)
+    listener.close()
+
+
+def test_sync_headers_trickled_past_the_deadline_raise_once_they_have_come(
+    lib: Library, trickling_server: tuple[str, threading.Event, threading.Thread]
+) -> None:
+    """A lowered timeout bounds each wait for the socket, not their sum: headers that
+    trickle in, each byte within what is left, are waited for (a sync request cannot be
+    abandoned), then raise CircuitTimeoutError and count one failure, as documented."""
+    url, sent, _ = trickling_server
+    transport = lib.CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=0.2))
+    with (
+        lib.Client(transport=transport, timeout=30.0) as client,
+        pytest.raises(lib.CircuitTimeoutError),
+    ):
+        client.get(url)
+    assert sent.wait(10)  # the server sent every header byte: it was not cut
+    metrics = transport.breaker_for_url(url).get_metrics()
+    assert (metrics.failed_requests, metrics.successful_requests) == (1, 0)
+
+
+async def test_async_headers_trickled_past_the_deadline_are_cut(
+    lib: Library, trickling_server: tuple[str, threading.Event, threading.Thread]
+) -> None:
+    """The async transport stops the same request at the deadline, mid-headers."""
+    url, sent, server = trickling_server
+    transport = lib.AsyncCircuitBreakerTransport(default=CircuitBreakerConfig(timeout=0.2))
+    async with lib.AsyncClient(transport=transport, timeout=30.0) as client:
+        with pytest.raises(lib.CircuitTimeoutError):
+            await client.get(url)
+    server.join(timeout=10)  # it stops sending once the client has gone
+    assert not server.is_alive()
+    assert not sent.is_set()  # cut before the last header byte
+    metrics = transport.breaker_for_url(url).get_metrics()
+    assert (metrics.failed_requests, metrics.successful_requests) == (1, 0)
 
 
 def test_sync_deadline_lowers_each_step_to_what_is_left(
