@@ -193,6 +193,7 @@ class CircuitBreaker:
         "_fast_epoch",
         "_fleet",
         "_forced",
+        "_held",
         "_listeners",
         "_lock",
         "_n_failure",
@@ -244,7 +245,12 @@ class CircuitBreaker:
         self._classifier = classifier
         self._clock: Callable[[], float] = clock or time.monotonic
         self._random: Callable[[], float] = random.random
-        self._lock = threading.Lock()
+        # Re-entrant only so that a finaliser can tell it runs inside one of this
+        # thread's own locked steps (the collector may run at any allocation there):
+        # `_held()` is True then, and the finaliser defers instead of waiting for itself.
+        # No step of ours takes the lock twice.
+        self._lock = threading.RLock()
+        self._held: Callable[[], bool] = self._lock._is_owned  # type: ignore[attr-defined]
         self._state = _CLOSED
         self._epoch = 0
         # Equal to _epoch while a success needs no more than counting: CLOSED, not
@@ -1103,7 +1109,7 @@ class CircuitBreaker:
         """
         if token == DRY_RUN:
             return
-        if self._lock.acquire(blocking=False):
+        if not self._held() and self._lock.acquire(blocking=False):
             try:
                 self._release_one(token)
             finally:

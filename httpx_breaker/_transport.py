@@ -401,7 +401,9 @@ class _Tracked:
                 self._bulkhead = None
                 bulkhead.release()
 
-    def __del__(self) -> None:
+    def _abandon(self) -> None:
+        """What the collector does with a response nobody closed: the permit back,
+        counted as ignored, and the slot back; neither ever blocks."""
         if self._core is not None:
             self._core = None
             self._breaker.release(self._token)
@@ -409,6 +411,8 @@ class _Tracked:
         if bulkhead is not None:  # release() never blocks: safe in a finaliser
             self._bulkhead = None
             bulkhead.release()
+
+    __del__ = _abandon
 
 
 class _AsyncTrackedStream(_Tracked, httpx.AsyncByteStream):
@@ -521,7 +525,14 @@ class _SyncTrackedStream(_Tracked, httpx.SyncByteStream):
             self._stream.close()
         finally:
             self._error = error
-            self._settle()
+            if self._breaker._held():
+                # The collector closes us (freeing a generator that read us, from a
+                # reference cycle) while this thread is inside one of the breaker's
+                # locked steps: recording now would wait for ourselves. A response left
+                # to the collector counts as ignored, as in `__del__`.
+                self._abandon()
+            else:
+                self._settle()
 
 
 def _pool_timeout(request: httpx.Request) -> float | None:

@@ -30,7 +30,13 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from httpx_breaker import AsyncCircuitBreakerTransport, CircuitBreakerTransport
+from httpx_breaker import (
+    AsyncCircuitBreakerTransport,
+    BreakerRegistry,
+    CircuitBreakerConfig,
+    CircuitBreakerTransport,
+    CircuitState,
+)
 
 from .libraries import Library
 from .servers import SSL_CONTEXT, Server
@@ -979,3 +985,39 @@ def test_a_body_dropped_half_read_is_closed_by_the_collector_as_without_the_brea
     plain, _ = _closes_after(lib, False, _drop_in_a_cycle)
     assert plain == (1 if lib.name == "httpx2" else 0)
     assert _closes_after(lib, True, _drop_in_a_cycle) == (plain, (0, 0, 1))
+
+
+def test_a_body_the_collector_closes_inside_a_locked_step_is_no_deadlock(lib: Library) -> None:
+    """The collector may run at any allocation, also while this thread is inside one of
+    the breaker's locked steps. A `client.stream()` block left unfinished in a reference
+    cycle then closes its response from there: the wrapper must not wait for the lock
+    its own thread holds. That response counts as ignored, as one left to the collector."""
+    collect_now = threading.Event()
+
+    def clock() -> float:  # read under the lock while admitting in HALF_OPEN
+        if collect_now.is_set():
+            collect_now.clear()
+            gc.collect()
+        return time.monotonic()
+
+    inner = lib.MockTransport(lambda request: lib.Response(200, content=iter([b"a", b"b"])))
+    registry = BreakerRegistry(default=CircuitBreakerConfig(half_open_max_requests=2), clock=clock)
+    transport = lib.CircuitBreakerTransport(inner, registry=registry)
+    client = lib.Client(transport=transport)
+    breaker = transport.breaker_for_url("https://h/")
+    breaker.transition_to(CircuitState.HALF_OPEN, cause="test")  # admission takes the lock
+    block = client.stream("GET", "https://h/")
+    response = block.__enter__()
+    chunks = response.iter_bytes()  # httpx2's closes the response when it is freed
+    assert next(chunks) == b"a"
+    cycle: list[Any] = [block, response, chunks]
+    cycle.append(cycle)
+    del block, response, chunks, cycle
+    collect_now.set()
+    second = threading.Thread(target=lambda: client.get("https://h/"), daemon=True)
+    second.start()
+    second.join(timeout=30)
+    assert not second.is_alive(), "deadlocked on the breaker's own lock"
+    m = breaker.get_metrics()
+    assert (m.successful_requests, m.failed_requests, m.ignored_requests) == (1, 0, 1)
+    client.close()
