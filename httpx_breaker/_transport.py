@@ -979,8 +979,16 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
                 # Ours only if the sweeper fired and nobody else asked to cancel the task.
                 place = trace.place
                 fired = place is not None and not sweeper.disarm(*place)
-                if fired and task.uncancel() <= cancelling:
-                    raise CircuitTimeoutError(name, timeout) from None
+                if fired:
+                    if task.uncancel() <= cancelling:
+                        raise CircuitTimeoutError(name, timeout) from None
+                    # Someone else asked too, and asyncio folded their request into
+                    # ours: this CancelledError carries no word of theirs, and anyio's
+                    # cancel scopes tell their own by its message (else it escapes them).
+                    # One turn of the loop lets a scope deliver its own, as it does until
+                    # it is left; a canceller that counts requests (`Task.cancel`,
+                    # `asyncio.timeout`) gets this one.
+                    await asyncio.sleep(0)
                 raise
             except BaseException:
                 place = trace.place

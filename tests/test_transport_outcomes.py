@@ -9,6 +9,7 @@ that takes `lib` runs with httpx and with httpx2 (tests/libraries.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import socket
 import threading
@@ -407,6 +408,43 @@ def test_sync_headers_past_the_deadline_raise_circuit_timeout(
         assert ok.request.extensions["timeout"] == lib.Timeout(30.0).as_dict()
     metrics = transport.registry[f"127.0.0.1:{upstream.port}"].get_metrics()
     assert (metrics.failed_requests, metrics.successful_requests) == (1, 1)
+
+
+async def test_a_deadline_and_the_callers_scope_expiring_together_cancel_only_the_request(
+    lib: Library, anyio_backend: str
+) -> None:
+    """The caller's own cancel scope runs out just after the policy's deadline, while the
+    request waits in a task group (as httpcore's connect does). Under asyncio the two
+    cancellations can fold into one that carries no word of the scope's; the scope must
+    still catch its own (or the caller gets our timeout): no cancellation may escape it
+    and cancel the caller's task. The fold depends on the order the loop runs things,
+    so the test sweeps the scope's deadline across ours (before the fix about one
+    request in eight let a cancellation escape)."""
+
+    class Waits(lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        async def handle_async_request(self, request: Any) -> Any:
+            async with anyio.create_task_group() as group:
+                group.start_soon(anyio.sleep, 10)
+            raise AssertionError("not cancelled")
+
+    transport = lib.AsyncCircuitBreakerTransport(
+        Waits(), default=CircuitBreakerConfig(timeout=0.05), classifier=lambda *_: None
+    )
+    escaped = 0
+    async with lib.AsyncClient(transport=transport) as client:
+        for i in range(40):
+            try:
+                with anyio.move_on_after(0.0505 + (i % 8) * 0.0005):
+                    with contextlib.suppress(lib.TimeoutException):  # our deadline's
+                        await client.get("https://api.example.com/")
+                await anyio.lowlevel.checkpoint()  # nothing may cancel the task now
+            except anyio.get_cancelled_exc_class():  # noqa: PERF203  # counted, per request
+                escaped += 1
+                if anyio_backend == "asyncio":
+                    current = asyncio.current_task()
+                    assert current is not None
+                    current.uncancel()
+    assert escaped == 0
 
 
 @pytest.fixture
