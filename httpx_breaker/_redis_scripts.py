@@ -28,7 +28,10 @@ from a URL unless the user asked for readable names.
 
 Scripts answer ``{state, epoch, ms left open, verdict, ...}``; a missing key answers
 state ``-`` and epoch 0. They take the same first ARGV: channel, ref, origin, idle ms,
-closed ms.
+closed ms; and the same last: the server time (ms) after which the call is too late to
+run (0: never). A frozen server runs, when it resumes, the commands waiting in the
+sockets of replicas that gave up on them: those answer verdict ``late`` and change
+nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ local idle, closed = tonumber(ARGV[4]), tonumber(ARGV[5])
 local clock = redis.call('TIME')
 local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local now = math.floor(now_us / 1000)
+local too_late = tonumber(ARGV[#ARGV]) or 0
+if too_late > 0 and now > too_late then return {'-', 0, 0, 'late'} end
 
 local function load()
   local v = redis.call('HMGET', key, 's', 'e', 'u', 'r', 't')

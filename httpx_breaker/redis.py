@@ -133,6 +133,9 @@ if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
 
 # What a Redis call can raise when the server is down, frozen or restarting.
 _LOST: Final = (redis.RedisError, OSError)
+# How much later than its timeout a command may still run on the server: room for the
+# error of the measured clock offset.
+_LATE_MARGIN: Final = 0.5
 
 
 class _Link:
@@ -834,8 +837,14 @@ class RedisStore:
         """Run one script on `link`'s key: EVALSHA, reloaded after a restart or flush."""
         ttl_ms = int(self._ttl * 1000)
         head: list[Any] = [self._channel, link.ref, self._origin, ttl_ms, ttl_ms]
-        reply = self._scripts[name](keys=[link.redis_key], args=[*head, *args])
-        return _decode(reply)
+        # Past our timeout (and a margin for the clocks) the server must not run it: we
+        # will have given up on the answer, and a frozen server that resumes would run
+        # it on its own clock (a stale trip would reopen a fleet that has recovered).
+        too_late = int((time.time() + self._offset + self._timeout + _LATE_MARGIN) * 1000)
+        reply = _decode(self._scripts[name](keys=[link.redis_key], args=[*head, *args, too_late]))
+        if reply[3] == "late":  # our clocks disagree now: measure again on the reconnect
+            raise redis.TimeoutError("the server ran a command after its timeout")
+        return reply
 
     def _period_args(self, link: _Link, floor: float | None) -> tuple[Any, ...]:
         config = link.config
@@ -1095,7 +1104,7 @@ class RedisStore:
         for link in links:
             script(
                 keys=[link.redis_key],
-                args=[self._channel, link.ref, self._origin, ttl_ms, ttl_ms],
+                args=[self._channel, link.ref, self._origin, ttl_ms, ttl_ms, 0],  # reads only
                 client=pipe,
             )
         return list(pipe.execute())

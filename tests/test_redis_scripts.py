@@ -38,9 +38,9 @@ class Scripts:
         self.pubsub.subscribe(CHANNEL)
         assert self.pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
 
-    def run(self, source: str, *args: Any, key: str = KEY) -> list[Any]:
+    def run(self, source: str, *args: Any, key: str = KEY, too_late: int = 0) -> list[Any]:
         head = [CHANNEL, "ref1", "me", TTL_MS, TTL_MS]
-        return list(self.client.eval(source, 1, key, *head, *args))
+        return list(self.client.eval(source, 1, key, *head, *args, too_late))
 
     def trip(self, *, base: int = 30_000, mult: float = 1.0, cap: int = -1,
              jitter: float = 0.0, floor: int = 0) -> list[Any]:  # fmt: skip
@@ -120,6 +120,22 @@ def test_trip_opens_once_and_publishes(lua: Scripts) -> None:
     version, ref, epoch, state, left, cause, origin = messages[0]
     assert (version, ref, state, cause, origin) == ("1", "ref1", "o", "failure_threshold", "me")
     assert int(epoch) == first[1] and 29_000 < int(left) <= 30_000
+
+
+def test_a_call_run_after_its_time_changes_nothing(lua: Scripts) -> None:
+    """A frozen server runs, when it resumes, the commands a replica sent before it gave
+    up on them. Past the time the replica set (its timeout, on the server's clock) a
+    call answers `late` and writes, expires and publishes nothing."""
+    seconds, micros = lua.client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    stale = lua.run(scripts.TRIP, "failure_threshold", 30_000, "1.0", -1, "0.0", 0,
+                    too_late=now_ms - 1_000)  # fmt: skip
+    assert stale == ["-", 0, 0, "late"]
+    assert not lua.client.exists(KEY)
+    assert lua.messages() == []
+    fresh = lua.run(scripts.TRIP, "failure_threshold", 30_000, "1.0", -1, "0.0", 0,
+                    too_late=now_ms + 60_000)  # fmt: skip
+    assert fresh[3] == "opened"
 
 
 def test_trip_is_a_no_op_while_half_open(lua: Scripts) -> None:

@@ -775,3 +775,52 @@ def test_import_without_redis_py_names_the_extra() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'httpx-breaker[redis]'" in done.stdout
+
+
+def test_a_trip_a_frozen_server_runs_after_the_replica_gave_up_changes_nothing(
+    server: Server,
+) -> None:
+    """A replica's trip times out on a frozen server; the replica recovers on its own
+    before the server resumes, and the server then runs the trip still waiting in the
+    dropped connection's socket. Too late: it must not reopen the fleet."""
+    fleet = Fleet(server.url, timeout=0.2)
+    try:
+        members = [fleet.replica(), fleet.replica()]
+        first = members[0]
+        fleet.connected()
+        # A fleet round while connected: open everywhere, then closed by probes.
+        first.trip()
+        wait_until(lambda: all(m.state is OPEN for m in members), what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+        first.half_open()
+        assert first.link is not None
+        leases = []
+        for _ in range(2):
+            first.link.take_lease()  # none yet: asks the fleet for one
+            wait_until(lambda: bool(first.link.leases), what="a lease")  # type: ignore[union-attr]
+            lease = first.link.take_lease()
+            assert lease is not None
+            leases.append(lease)
+        for lease in leases:
+            first.link.probe_done(lease, ProbeOutcome.SUCCESS)
+        wait_until(lambda: all(m.state is CLOSED for m in members), what="every replica closed")
+
+        server.freeze()
+        try:
+            first.trip()  # sent, and given up on after the store's timeout
+            wait_until(lambda: not fleet.stores[0].connected, what="the timeout")
+            first.half_open()
+            first.close()  # recovered on its own while the server was frozen
+            time.sleep(1.0)  # the trip is now later than its timeout and the clocks' margin
+        finally:
+            server.thaw()
+        fleet.connected()
+        wait_until(lambda: fleet.stores[0].health.reconnects >= 1, what="the reconnection")
+        states = {fields.get("s") for fields in shared_keys(server).values()}
+        assert "o" not in states, "the late trip opened the key"
+        time.sleep(0.3)  # any message it published would have arrived by now
+        assert [m.state for m in members] == [CLOSED, CLOSED]
+    finally:
+        fleet.close()
