@@ -194,23 +194,30 @@ def test_successful_probes_close_every_replica(fleet: Fleet, server: Server) -> 
     """The fleet's probes succeed; every replica closes, probing or not."""
     members = [fleet.replica() for _ in range(3)]
     fleet.connected()
-    members[0].trip()
+    _open_then_close_by_probes(server, members)
+
+
+def _open_then_close_by_probes(server: Server, members: list[Member]) -> None:
+    """A fleet round: the first member trips, every member opens; the fleet's period
+    ends; the first member's two leased probes succeed, and every member closes."""
+    prober = members[0]
+    prober.trip()
     wait_until(lambda: all(m.state is OPEN for m in members), what="the open")
     with server.client() as client:
         [key] = client.keys("httpx-breaker:*:k:*")
         client.hset(key, "u", 1)
-    prober = members[0]
-    assert prober.link is not None
+    link = prober.link
+    assert link is not None
     prober.half_open()
     leases = []
     for _ in range(2):
-        assert prober.link.take_lease() is None or True
-        wait_until(lambda: bool(prober.link.leases), what="a lease")  # type: ignore[union-attr]
-        lease = prober.link.take_lease()
+        link.take_lease()  # none yet: asks the fleet for one
+        wait_until(lambda: bool(link.leases), what="a lease")
+        lease = link.take_lease()
         assert lease is not None
         leases.append(lease)
     for lease in leases:
-        prober.link.probe_done(lease, ProbeOutcome.SUCCESS)
+        link.probe_done(lease, ProbeOutcome.SUCCESS)
     wait_until(lambda: all(m.state is CLOSED for m in members), what="every replica closed")
 
 
@@ -788,24 +795,7 @@ def test_a_trip_a_frozen_server_runs_after_the_replica_gave_up_changes_nothing(
         members = [fleet.replica(), fleet.replica()]
         first = members[0]
         fleet.connected()
-        # A fleet round while connected: open everywhere, then closed by probes.
-        first.trip()
-        wait_until(lambda: all(m.state is OPEN for m in members), what="the open")
-        with server.client() as client:
-            [key] = client.keys("httpx-breaker:*:k:*")
-            client.hset(key, "u", 1)
-        first.half_open()
-        assert first.link is not None
-        leases = []
-        for _ in range(2):
-            first.link.take_lease()  # none yet: asks the fleet for one
-            wait_until(lambda: bool(first.link.leases), what="a lease")  # type: ignore[union-attr]
-            lease = first.link.take_lease()
-            assert lease is not None
-            leases.append(lease)
-        for lease in leases:
-            first.link.probe_done(lease, ProbeOutcome.SUCCESS)
-        wait_until(lambda: all(m.state is CLOSED for m in members), what="every replica closed")
+        _open_then_close_by_probes(server, members)  # a fleet round while connected
 
         server.freeze()
         try:
