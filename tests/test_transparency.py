@@ -851,12 +851,7 @@ async def _close_while_a_task_reads(server: Server, wrapped: bool) -> tuple[Any,
         tg.start_soon(read, response)
         await got_one.wait()  # the reader now waits inside the body for chunk 1
         await response.aclose()  # raises nothing
-    busy = [c for c in inner._pool.connections if not (c.is_idle() or c.is_closed())]
-    outcome = None
-    if isinstance(transport, AsyncCircuitBreakerTransport):
-        m = transport.registry[server.key].get_metrics()
-        outcome = (m.successful_requests, m.failed_requests, m.ignored_requests)
-    return seen, busy, outcome
+    return seen, *_busy_and_outcome(inner, transport, server)
 
 
 async def test_closing_while_another_task_reads_is_as_without_the_breaker(
@@ -889,12 +884,17 @@ def _close_while_a_thread_reads(server: Server, wrapped: bool) -> tuple[Any, ...
         _wait_until_reading_the_socket(reader, after=seen)
         response.close()  # raises nothing
         reader.join(10)
+    return seen, *_busy_and_outcome(inner, transport, server)
+
+
+def _busy_and_outcome(inner: Any, transport: Any, server: Server) -> tuple[list[Any], Any]:
+    """The connections `inner`'s pool still has busy; and, when `transport` is a breaker,
+    its (successes, failures, ignored) for the server's key."""
     busy = [c for c in inner._pool.connections if not (c.is_idle() or c.is_closed())]
-    outcome = None
-    if isinstance(transport, CircuitBreakerTransport):
-        m = transport.registry[server.key].get_metrics()
-        outcome = (m.successful_requests, m.failed_requests, m.ignored_requests)
-    return seen, busy, outcome
+    if transport is inner:
+        return busy, None
+    m = transport.registry[server.key].get_metrics()
+    return busy, (m.successful_requests, m.failed_requests, m.ignored_requests)
 
 
 def _wait_until_reading_the_socket(thread: threading.Thread, after: list[Any]) -> None:
