@@ -43,12 +43,18 @@ class BreakerEvent:
     says why (``"failure_threshold"``, ``"failure_rate"``, ``"slow_call_rate"``,
     ``"probe_failed"``, ``"probes_succeeded"``, ``"reset_timeout"``, ``"forced"``,
     ``"reset"``, ``"fleet"`` (another replica made it, through a shared store), or the
-    cause given to `CircuitBreaker.transition_to`, such as ``"testing"``). `duration` is the call's duration in seconds where there was a call;
-    `time` is the breaker's clock when it happened.
+    cause given to `CircuitBreaker.transition_to`, such as ``"testing"``). `duration` is
+    the call's duration in seconds where there was a call; `time` is the breaker's clock
+    when it happened.
+
+    A permit handed back with no outcome (a response dropped unclosed and collected,
+    `CircuitBreaker.release`) counts in ``ignored_requests`` but fires no event: it is
+    settled from the garbage collector, where a listener's code must not run.
     """
 
     kind: str
-    """``"state_change"``, ``"rejected"``, ``"success"``, ``"failure"`` or ``"ignored"``."""
+    """``"state_change"``, ``"rejected"``, ``"bulkhead_rejected"``, ``"success"``,
+    ``"failure"`` or ``"ignored"``."""
     name: str
     """The breaker's name (for a transport's breaker, its host key)."""
     state: CircuitState

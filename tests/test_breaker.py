@@ -892,6 +892,27 @@ def test_listeners_see_every_event_in_order(clock: FakeClock) -> None:
     assert events[7].state is HALF_OPEN  # the outcome carries the state it was recorded in
 
 
+def test_a_released_permit_counts_as_ignored_and_fires_no_event(clock: FakeClock) -> None:
+    """`release` (what the collector does with a dropped response) counts and stays quiet.
+
+    It runs from finalisers, where a listener's code must not run: the docstring of
+    `BreakerEvent` says so, and this pins it.
+    """
+    breaker = make(clock, failure_threshold=1, reset_timeout=1.0, half_open_max_requests=1)
+    events: list[BreakerEvent] = []
+    breaker.add_listener(events.append)
+    breaker.release(breaker.admit())
+    fail(breaker)
+    clock.advance(1.0)
+    breaker.release(breaker.admit())  # a probe handed back: its slot is free again
+    succeed(breaker)
+    assert breaker.get_metrics().ignored_requests == 2
+    assert [e.kind for e in events] == [
+        "failure", "state_change", "state_change", "success", "state_change"
+    ]
+    assert breaker.state is CLOSED
+
+
 def test_removed_listener_is_not_called(clock: FakeClock) -> None:
     """`remove_listener` stops delivery; removing an unknown listener is harmless."""
     breaker = make(clock)
