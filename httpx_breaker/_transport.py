@@ -59,6 +59,30 @@ _current_task = asyncio.current_task
 _new = object.__new__
 
 
+def _check_transport(transport: object, base: type, method: str) -> None:
+    """Refuse what httpx could not drive through `method`, as a `TypeError` now rather
+    than an `AttributeError` at the first request.
+
+    httpx itself duck-types a client's transport (it calls `handle_request` or
+    `handle_async_request`, nothing more), and so do we: litestar's `TestClientTransport`
+    is a plain class. A transport of the wrong kind is refused even when it has a method
+    of that name: a sync one given to the async wrapper, or a `BaseTransport` of the
+    other library of the family (its requests are of another type).
+    """
+    if isinstance(transport, base):
+        return
+    kinds = ("BaseTransport", "AsyncBaseTransport")
+    if (
+        isinstance(transport, type)  # the class rather than an instance
+        or not callable(getattr(transport, method, None))
+        or any(cls.__name__ in kinds for cls in type(transport).__mro__)
+    ):
+        raise TypeError(
+            f"transport must be an httpx.{base.__name__} (or have a {method} method), "
+            f"got {transport!r}"
+        )
+
+
 def _traces(transport: object) -> bool:
     """Whether `transport` is httpx's own, which reports through httpcore's ``trace``
     extension when a connection has been assigned to a request."""
@@ -704,7 +728,8 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
     ```
 
     Args:
-        transport: the transport to wrap; `httpx.AsyncHTTPTransport()` by default.
+        transport: the transport to wrap; `httpx.AsyncHTTPTransport()` by default. As for
+            httpx, any object with a `handle_async_request` method will do.
             Closing this transport (or leaving its ``async with`` block) closes it.
         default: the policy for hosts no pattern of `policies` matches.
         policies: pattern -> policy (exact key, host, or ``*.suffix``).
@@ -739,8 +764,8 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
     ) -> None:
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
-        elif not isinstance(transport, httpx.AsyncBaseTransport):
-            raise TypeError(f"transport must be an httpx.AsyncBaseTransport, got {transport!r}")
+        else:
+            _check_transport(transport, httpx.AsyncBaseTransport, "handle_async_request")
         self._core = _Core(
             transport,
             default=default,
@@ -1059,7 +1084,8 @@ class CircuitBreakerTransport(httpx.BaseTransport):
     ```
 
     Args:
-        transport: the transport to wrap; `httpx.HTTPTransport()` by default.
+        transport: the transport to wrap; `httpx.HTTPTransport()` by default. As for
+            httpx, any object with a `handle_request` method will do.
         default: the policy for hosts no pattern of `policies` matches.
         policies: pattern -> policy (exact key, host, or ``*.suffix``).
         classifier: `(request, response, exception) -> bool | None`; see
@@ -1087,8 +1113,8 @@ class CircuitBreakerTransport(httpx.BaseTransport):
     ) -> None:
         if transport is None:
             transport = httpx.HTTPTransport()
-        elif not isinstance(transport, httpx.BaseTransport):
-            raise TypeError(f"transport must be an httpx.BaseTransport, got {transport!r}")
+        else:
+            _check_transport(transport, httpx.BaseTransport, "handle_request")
         self._core = _Core(
             transport,
             default=default,

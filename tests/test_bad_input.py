@@ -90,6 +90,78 @@ def test_invalid_transport_arguments_fail_at_construction(kwargs: dict[str, Any]
         CircuitBreakerTransport(**kwargs)
 
 
+class DuckTransport:
+    """A transport that derives from no httpx class, as litestar's TestClientTransport:
+    httpx only calls its `handle_request` / `handle_async_request`."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.calls = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        return httpx.Response(self.status, text="duck")
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return self.handle_request(request)
+
+    def close(self) -> None:  # no __enter__: httpx's `with Client(...)` would fail too
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_duck_typed_transport_is_wrapped_as_httpx_drives_it() -> None:
+    """httpx takes any object with the method it calls; so do both wrappers, and the
+    breaker works over it (found running litestar's suite: it refused them)."""
+    config = CircuitBreakerConfig(failure_threshold=2)
+    inner = DuckTransport(200)
+    client = httpx.Client(transport=CircuitBreakerTransport(inner, default=config))  # type: ignore[arg-type]
+    assert client.get("http://svc/").text == "duck"
+    inner.status = 503
+    for _ in range(2):
+        assert client.get("http://svc/").status_code == 503
+    with pytest.raises(CircuitOpenError):
+        client.get("http://svc/")
+    assert inner.calls == 3
+    client.close()
+
+
+@pytest.mark.anyio
+async def test_a_duck_typed_transport_is_wrapped_as_httpx_drives_it_async() -> None:
+    """The async twin of the test above."""
+    config = CircuitBreakerConfig(failure_threshold=2)
+    inner = DuckTransport(503)
+    client = httpx.AsyncClient(transport=AsyncCircuitBreakerTransport(inner, default=config))  # type: ignore[arg-type]
+    for _ in range(2):
+        assert (await client.get("http://svc/")).text == "duck"
+    with pytest.raises(CircuitOpenError):
+        await client.get("http://svc/")
+    assert inner.calls == 2
+    await client.aclose()
+
+
+def test_a_transport_of_the_wrong_kind_is_refused_though_it_has_the_method() -> None:
+    """A sync transport under the async wrapper (and the reverse), or an object with no
+    such method, is a TypeError when the wrapper is built, naming what was expected."""
+    with pytest.raises(TypeError, match=r"httpx\.AsyncBaseTransport .*handle_async_request"):
+        AsyncCircuitBreakerTransport(httpx.HTTPTransport())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"httpx\.BaseTransport .*handle_request"):
+        CircuitBreakerTransport(httpx.AsyncHTTPTransport())  # type: ignore[arg-type]
+
+    class SyncOnly(httpx.BaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise AssertionError("never called")
+
+    with pytest.raises(TypeError):  # a BaseTransport is sync, whatever else it has
+        AsyncCircuitBreakerTransport(SyncOnly())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        CircuitBreakerTransport(httpx.Client())  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # the class, not an instance
+        AsyncCircuitBreakerTransport(DuckTransport)  # type: ignore[arg-type]
+
+
 # -- classifiers that misbehave -------------------------------------------------------
 
 

@@ -63,6 +63,30 @@ _current_task = asyncio.current_task
 _new = object.__new__
 
 
+def _check_transport(transport: object, base: type, method: str) -> None:
+    """Refuse what httpx2 could not drive through `method`, as a `TypeError` now rather
+    than an `AttributeError` at the first request.
+
+    httpx2 itself duck-types a client's transport (it calls `handle_request` or
+    `handle_async_request`, nothing more), and so do we: litestar's `TestClientTransport`
+    is a plain class. A transport of the wrong kind is refused even when it has a method
+    of that name: a sync one given to the async wrapper, or a `BaseTransport` of the
+    other library of the family (its requests are of another type).
+    """
+    if isinstance(transport, base):
+        return
+    kinds = ("BaseTransport", "AsyncBaseTransport")
+    if (
+        isinstance(transport, type)  # the class rather than an instance
+        or not callable(getattr(transport, method, None))
+        or any(cls.__name__ in kinds for cls in type(transport).__mro__)
+    ):
+        raise TypeError(
+            f"transport must be an httpx2.{base.__name__} (or have a {method} method), "
+            f"got {transport!r}"
+        )
+
+
 def _traces(transport: object) -> bool:
     """Whether `transport` is httpx2's own, which reports through httpcore2's ``trace``
     extension when a connection has been assigned to a request."""
@@ -708,7 +732,8 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
     ```
 
     Args:
-        transport: the transport to wrap; `httpx2.AsyncHTTPTransport()` by default.
+        transport: the transport to wrap; `httpx2.AsyncHTTPTransport()` by default. As for
+            httpx2, any object with a `handle_async_request` method will do.
             Closing this transport (or leaving its ``async with`` block) closes it.
         default: the policy for hosts no pattern of `policies` matches.
         policies: pattern -> policy (exact key, host, or ``*.suffix``).
@@ -743,8 +768,8 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
     ) -> None:
         if transport is None:
             transport = httpx2.AsyncHTTPTransport()
-        elif not isinstance(transport, httpx2.AsyncBaseTransport):
-            raise TypeError(f"transport must be an httpx2.AsyncBaseTransport, got {transport!r}")
+        else:
+            _check_transport(transport, httpx2.AsyncBaseTransport, "handle_async_request")
         self._core = _Core(
             transport,
             default=default,
@@ -1063,7 +1088,8 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
     ```
 
     Args:
-        transport: the transport to wrap; `httpx2.HTTPTransport()` by default.
+        transport: the transport to wrap; `httpx2.HTTPTransport()` by default. As for
+            httpx2, any object with a `handle_request` method will do.
         default: the policy for hosts no pattern of `policies` matches.
         policies: pattern -> policy (exact key, host, or ``*.suffix``).
         classifier: `(request, response, exception) -> bool | None`; see
@@ -1091,8 +1117,8 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
     ) -> None:
         if transport is None:
             transport = httpx2.HTTPTransport()
-        elif not isinstance(transport, httpx2.BaseTransport):
-            raise TypeError(f"transport must be an httpx2.BaseTransport, got {transport!r}")
+        else:
+            _check_transport(transport, httpx2.BaseTransport, "handle_request")
         self._core = _Core(
             transport,
             default=default,
