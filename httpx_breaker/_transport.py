@@ -1042,7 +1042,9 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         raise CircuitTimeoutError(name, timeout)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} around {self._transport!r}>"
+        # getattr: a constructor refused its arguments before setting `_transport`, and
+        # a traceback that shows locals still calls repr() on the half-built object.
+        return f"<{type(self).__name__} around {getattr(self, '_transport', None)!r}>"
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
@@ -1289,7 +1291,9 @@ class CircuitBreakerTransport(httpx.BaseTransport):
             raise
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} around {self._transport!r}>"
+        # getattr: a constructor refused its arguments before setting `_transport`, and
+        # a traceback that shows locals still calls repr() on the half-built object.
+        return f"<{type(self).__name__} around {getattr(self, '_transport', None)!r}>"
 
     def __enter__(self) -> Self:
         self._transport.__enter__()

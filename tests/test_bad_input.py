@@ -162,6 +162,17 @@ def test_a_transport_of_the_wrong_kind_is_refused_though_it_has_the_method() -> 
         AsyncCircuitBreakerTransport(DuckTransport)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("cls", [AsyncCircuitBreakerTransport, CircuitBreakerTransport])
+def test_a_transport_whose_constructor_refused_its_arguments_still_has_a_repr(
+    cls: type[Any],
+) -> None:
+    """Tracebacks that show locals call repr() on the half-built object: it must not raise."""
+    transport = cls.__new__(cls)
+    with pytest.raises(TypeError):
+        transport.__init__(object())
+    assert repr(transport) == f"<{cls.__name__} around None>"
+
+
 # -- classifiers that misbehave -------------------------------------------------------
 
 

@@ -1046,7 +1046,9 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         raise httpx2_errors.CircuitTimeoutError(name, timeout)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} around {self._transport!r}>"
+        # getattr: a constructor refused its arguments before setting `_transport`, and
+        # a traceback that shows locals still calls repr() on the half-built object.
+        return f"<{type(self).__name__} around {getattr(self, '_transport', None)!r}>"
 
     async def __aenter__(self) -> Self:
         await self._transport.__aenter__()
@@ -1293,7 +1295,9 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
             raise
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} around {self._transport!r}>"
+        # getattr: a constructor refused its arguments before setting `_transport`, and
+        # a traceback that shows locals still calls repr() on the half-built object.
+        return f"<{type(self).__name__} around {getattr(self, '_transport', None)!r}>"
 
     def __enter__(self) -> Self:
         self._transport.__enter__()
