@@ -2,27 +2,33 @@
 
 For running other projects' test suites (httpx's, respx's, an SDK's) through our
 transports, to check that the wrappers change nothing those suites rely on. Loaded
-with ``-p breaker_wrap`` (this file on ``PYTHONPATH``); see CONTRIBUTING.md.
+with ``-p breaker_wrap`` (this file on ``PYTHONPATH``); see CONTRIBUTING.md. Clients of
+httpx2 (where it is installed) get `httpx_breaker.httpx2`'s transports the same way:
+SDKs such as authlib's and mistralai's build those.
 
 Environment:
     BREAKER_WRAP=0            leave the clients alone (the baseline run)
     BREAKER_TIMEOUT=30        the policies' `timeout`
     BREAKER_OUTCOME_AT=headers
     BREAKER_MAX_CONCURRENT=4  a bulkhead (with `max_wait=30`)
+    BREAKER_DRY_RUN=1         `dry_run=True`: counts, never refuses (tells a suite's own
+                              deliberate failures opening a shared client's breaker apart
+                              from a transparency bug)
+
+The summary line ``breaker_wrap: on=... wrapped=...`` counts the clients wrapped in
+every process, pytest-xdist workers included: a wrapped run that wrapped nothing proves
+nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import Any
 
-import httpx
+import pytest
 
-from httpx_breaker import (
-    AsyncCircuitBreakerTransport,
-    CircuitBreakerConfig,
-    CircuitBreakerTransport,
-)
+from httpx_breaker import CircuitBreakerConfig
 
 ON = os.environ.get("BREAKER_WRAP", "1") == "1"
 _options: dict[str, Any] = {}
@@ -33,40 +39,58 @@ if os.environ.get("BREAKER_OUTCOME_AT"):
 if os.environ.get("BREAKER_MAX_CONCURRENT"):
     _options["max_concurrent"] = int(os.environ["BREAKER_MAX_CONCURRENT"])
     _options["max_wait"] = 30.0
+if os.environ.get("BREAKER_DRY_RUN") == "1":
+    _options["dry_run"] = True
 CONFIG = CircuitBreakerConfig(**_options) if _options else None
-WRAPPED = {"sync": 0, "async": 0}
+WRAPPED: dict[str, int] = {}
+"""Clients wrapped in this process, by kind: ``httpx sync``, ``httpx2 async``, ..."""
 
 
-def _wrap_sync(transport: Any) -> Any:
-    if transport is None or isinstance(transport, CircuitBreakerTransport):
-        return transport
-    WRAPPED["sync"] += 1
-    return CircuitBreakerTransport(transport, default=CONFIG)
+def _patch(library: str, ours: str) -> None:
+    """Wrap the transport and mounts of every client of `library` in `ours`' transports."""
+    try:
+        http = importlib.import_module(library)
+        breaker = importlib.import_module(ours)
+    except ImportError:  # httpx2 is optional (and needs Python 3.11+)
+        return
+    for client_cls, wrapper_cls, kind in (
+        (http.Client, breaker.CircuitBreakerTransport, f"{library} sync"),
+        (http.AsyncClient, breaker.AsyncCircuitBreakerTransport, f"{library} async"),
+    ):
+        WRAPPED[kind] = 0
+        client_cls.__init__ = _wrapping_init(client_cls.__init__, wrapper_cls, kind)
 
 
-def _wrap_async(transport: Any) -> Any:
-    if transport is None or isinstance(transport, AsyncCircuitBreakerTransport):
-        return transport
-    WRAPPED["async"] += 1
-    return AsyncCircuitBreakerTransport(transport, default=CONFIG)
+def _wrapping_init(original: Any, wrapper_cls: Any, kind: str) -> Any:
+    def wrap(transport: Any) -> Any:
+        if transport is None or isinstance(transport, wrapper_cls):
+            return transport
+        WRAPPED[kind] += 1
+        return wrapper_cls(transport, default=CONFIG)
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self._transport = wrap(self._transport)
+        self._mounts = {k: wrap(v) for k, v in self._mounts.items()}
+
+    return init
 
 
 if ON:
-    _sync_init = httpx.Client.__init__
-    _async_init = httpx.AsyncClient.__init__
+    _patch("httpx", "httpx_breaker")
+    _patch("httpx2", "httpx_breaker.httpx2")
 
-    def _client_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        _sync_init(self, *args, **kwargs)
-        self._transport = _wrap_sync(self._transport)
-        self._mounts = {k: _wrap_sync(v) for k, v in self._mounts.items()}
 
-    def _async_client_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        _async_init(self, *args, **kwargs)
-        self._transport = _wrap_async(self._transport)
-        self._mounts = {k: _wrap_async(v) for k, v in self._mounts.items()}
+def pytest_sessionfinish(session: Any) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller adds it up
+        workeroutput["breaker_wrap"] = dict(WRAPPED)
 
-    httpx.Client.__init__ = _client_init  # type: ignore[method-assign]
-    httpx.AsyncClient.__init__ = _async_client_init  # type: ignore[method-assign]
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook, on the controller
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    for kind, count in getattr(node, "workeroutput", {}).get("breaker_wrap", {}).items():
+        WRAPPED[kind] = WRAPPED.get(kind, 0) + count
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
