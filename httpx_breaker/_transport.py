@@ -71,11 +71,19 @@ def _check_transport(transport: object, base: type, method: str) -> None:
     """
     if isinstance(transport, base):
         return
+    # The family's root module ("httpx" for httpx2 too), read off `base` rather than
+    # spelled, so that the generated twin says the same; another library's class that
+    # happens to be called BaseTransport is not one of the family's.
+    family = base.__module__.partition(".")[0].rstrip("0123456789")
     kinds = ("BaseTransport", "AsyncBaseTransport")
     if (
         isinstance(transport, type)  # the class rather than an instance
         or not callable(getattr(transport, method, None))
-        or any(cls.__name__ in kinds for cls in type(transport).__mro__)
+        or any(
+            cls.__name__ in kinds
+            and cls.__module__.partition(".")[0].rstrip("0123456789") == family
+            for cls in type(transport).__mro__
+        )
     ):
         raise TypeError(
             f"transport must be an httpx.{base.__name__} (or have a {method} method), "

@@ -142,6 +142,24 @@ async def test_a_duck_typed_transport_is_wrapped_as_httpx_drives_it_async() -> N
     await client.aclose()
 
 
+class BaseTransport:
+    """Another library's base class that happens to share httpx's name."""
+
+
+class DuckOfAnotherFamily(BaseTransport, DuckTransport):
+    """A duck-typed transport whose own base is called BaseTransport, but is not httpx's."""
+
+
+def test_a_duck_typed_transport_whose_base_shares_httpx_s_name_is_wrapped() -> None:
+    """Only httpx's (and httpx2's) own base classes mark a transport of the wrong kind."""
+    inner = DuckOfAnotherFamily(200)
+    client = httpx.AsyncClient(transport=AsyncCircuitBreakerTransport(inner))  # type: ignore[arg-type]
+    assert repr(client._transport).startswith("<AsyncCircuitBreakerTransport around")
+    client = httpx.Client(transport=CircuitBreakerTransport(inner))  # type: ignore[arg-type]
+    assert client.get("http://svc/").text == "duck"
+    client.close()
+
+
 def test_a_transport_of_the_wrong_kind_is_refused_though_it_has_the_method() -> None:
     """A sync transport under the async wrapper (and the reverse), or an object with no
     such method, is a TypeError when the wrapper is built, naming what was expected."""
