@@ -75,9 +75,9 @@ def _check_transport(transport: object, base: type, method: str) -> None:
     """
     if isinstance(transport, base):
         return
-    # The family's root module ("httpx2" for httpx2 too), read off `base` rather than
-    # spelled, so that the generated twin says the same; another library's class that
-    # happens to be called BaseTransport is not one of the family's.
+    # The family: the library's root module less any trailing digit (one name for both
+    # libraries), read off `base` rather than spelled, so the generated twin does the
+    # same; another library's class that happens to be called BaseTransport is not one.
     family = base.__module__.partition(".")[0].rstrip("0123456789")
     kinds = ("BaseTransport", "AsyncBaseTransport")
     if (
