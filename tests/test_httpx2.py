@@ -183,6 +183,24 @@ def test_the_transports_wrap_httpx2_transports_only() -> None:
         httpx_breaker.AsyncCircuitBreakerTransport(httpx2.AsyncHTTPTransport())
 
 
+@pytest.mark.parametrize("library", [httpx, httpx2])
+def test_a_mix_up_is_refused_though_an_sdk_renamed_the_base_classes_module(
+    library: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """openai 3.x sets `__module__ = "openai"` on the httpx2 classes it re-exports, for
+    good, once imported: the mix-up check compares classes, not their module's name."""
+    for name in ("BaseTransport", "AsyncBaseTransport"):
+        monkeypatch.setattr(getattr(library, name), "__module__", "openai")
+    with pytest.raises(TypeError, match=r"httpx2\.BaseTransport"):
+        breaker2.CircuitBreakerTransport(httpx.HTTPTransport())
+    with pytest.raises(TypeError, match=r"httpx2\.AsyncBaseTransport"):
+        breaker2.AsyncCircuitBreakerTransport(httpx.AsyncHTTPTransport())
+    with pytest.raises(TypeError, match=r"httpx\.BaseTransport"):
+        httpx_breaker.CircuitBreakerTransport(httpx2.HTTPTransport())
+    with pytest.raises(TypeError, match=r"httpx\.AsyncBaseTransport"):
+        httpx_breaker.AsyncCircuitBreakerTransport(httpx2.AsyncHTTPTransport())
+
+
 async def test_the_wrapped_body_is_an_httpx2_stream() -> None:
     """The breaker's body wrapper is the byte stream httpx2's client asserts it gets."""
 

@@ -75,24 +75,31 @@ def _check_transport(transport: object, base: type, method: str) -> None:
     """
     if isinstance(transport, base):
         return
-    # The family: the library's root module less any trailing digit (one name for both
-    # libraries), read off `base` rather than spelled, so the generated twin does the
-    # same; another library's class that happens to be called BaseTransport is not one.
-    family = base.__module__.partition(".")[0].rstrip("0123456789")
-    kinds = ("BaseTransport", "AsyncBaseTransport")
     if (
         isinstance(transport, type)  # the class rather than an instance
         or not callable(getattr(transport, method, None))
-        or any(
-            cls.__name__ in kinds
-            and cls.__module__.partition(".")[0].rstrip("0123456789") == family
-            for cls in type(transport).__mro__
-        )
+        or isinstance(transport, _family_bases())
     ):
         raise TypeError(
             f"transport must be an httpx2.{base.__name__} (or have a {method} method), "
             f"got {transport!r}"
         )
+
+
+def _family_bases() -> tuple[type, ...]:
+    """The base transport classes of both libraries of the family, of those imported.
+
+    Compared by identity, never by `__module__`: an SDK may rewrite that (openai sets
+    it to "openai" on the httpx2 classes it re-exports). The family's name is read off
+    the module rather than spelled, so that the generated twin does the same.
+    """
+    family = httpx2.__name__.rstrip("0123456789")
+    found: list[type] = []
+    for name in (family, family + "2"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found += (module.BaseTransport, module.AsyncBaseTransport)
+    return tuple(found)
 
 
 def _traces(transport: object) -> bool:
