@@ -153,8 +153,7 @@ class DuckOfAnotherFamily(BaseTransport, DuckTransport):
 def test_a_duck_typed_transport_whose_base_shares_httpx_s_name_is_wrapped() -> None:
     """Only httpx's (and httpx2's) own base classes mark a transport of the wrong kind."""
     inner = DuckOfAnotherFamily(200)
-    client = httpx.AsyncClient(transport=AsyncCircuitBreakerTransport(inner))  # type: ignore[arg-type]
-    assert repr(client._transport).startswith("<AsyncCircuitBreakerTransport around")
+    assert AsyncCircuitBreakerTransport(inner).transport is inner  # type: ignore[arg-type]
     client = httpx.Client(transport=CircuitBreakerTransport(inner))  # type: ignore[arg-type]
     assert client.get("http://svc/").text == "duck"
     client.close()
