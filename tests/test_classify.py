@@ -188,6 +188,14 @@ def test_make_classifier_failure_and_ignored_statuses(lib: Library) -> None:
     assert classify(request, response(lib, 200), None) is False
 
 
+def test_make_classifier_takes_the_first_and_last_status_codes(lib: Library) -> None:
+    """HTTP's status codes run from 100 to 599, both ends included."""
+    classify = lib.make_classifier(failure_statuses=[100, 599], ignored_statuses=[101, 598])
+    request = request_for(lib)
+    assert classify(request, response(lib, 599), None) is True
+    assert classify(request, response(lib, 598), None) is None
+
+
 def test_make_classifier_exceptions_with_carve_outs(lib: Library) -> None:
     """Ignored exception types are checked before failing ones; others are ignored."""
     classify = lib.make_classifier(
@@ -204,6 +212,7 @@ def test_make_classifier_exceptions_with_carve_outs(lib: Library) -> None:
     ("kwargs", "match"),
     [
         ({"failure_statuses": [99]}, "failure_statuses must hold HTTP status codes"),
+        ({"ignored_statuses": [600]}, "ignored_statuses must hold HTTP status codes"),
         ({"failure_statuses": [True]}, "failure_statuses"),
         ({"ignored_statuses": ["404"]}, "ignored_statuses"),
         ({"failure_statuses": [500], "ignored_statuses": [500]}, "overlap"),

@@ -66,6 +66,13 @@ def test_memory_is_fixed() -> None:
     assert flags is not None and len(times) == len(flags) == 4
 
 
+def _contents(window: SlidingWindow) -> list[tuple[float, int]]:
+    """The outcomes in the ring, oldest first, as (time, flags)."""
+    size, flags = window._size, window._flags
+    slots = [(window._head + k) % size for k in range(window.count)]
+    return [(window._times[i], 0 if flags is None else flags[i]) for i in slots]
+
+
 operation = st.one_of(
     st.tuples(st.just("record"), st.floats(0, 3, allow_nan=False), st.integers(0, 3)),
     st.tuples(st.just("expire"), st.floats(0, 3, allow_nan=False), st.just(0)),
@@ -112,6 +119,7 @@ def test_running_counts_match_a_brute_force_recount(
             window.clear()
             reference = []
         assert window.count == len(reference)
+        assert _contents(window) == reference  # the same outcomes, oldest first
         assert window.failures == sum(1 for _, f in reference if f & FAILED)
         assert window.slow == sum(1 for _, f in reference if f & SLOW)
         assert window.count <= size
@@ -134,3 +142,19 @@ def test_flags_are_kept_only_once_an_outcome_has_one() -> None:
     window.push_success(6.0)
     window.record(7.0, 0)
     assert (window.count, window.failures, window.slow) == (3, 0, 0)
+
+
+def test_a_success_pushed_after_expiry_wraps_around_the_ring() -> None:
+    """With the oldest outcomes expired, the head has moved on: the next success goes
+    in the slot after the newest, wrapping to the front of the ring."""
+    window = SlidingWindow(3, 1.0)
+    for now in (0.0, 0.5, 1.2):
+        window.push_success(now)
+    window.expire(1.8)  # drops 0.0 and 0.5: head at slot 2, one outcome left
+    window.push_success(1.9)  # slot 0, after the newest in slot 2
+    window.push_success(2.0)  # slot 1: full again
+    assert _contents(window) == [(1.2, 0), (1.9, 0), (2.0, 0)]
+    window.push_success(2.1)  # full: replaces the oldest
+    assert _contents(window) == [(1.9, 0), (2.0, 0), (2.1, 0)]
+    window.expire(3.05)  # 1.9 and 2.0 are more than a second old
+    assert _contents(window) == [(2.1, 0)]
