@@ -309,6 +309,8 @@ class DuckRequest:
         (DuckURL("https", b"api.example.com.", 8443), "api.example.com:8443"),
         (DuckURL("http", b"::FFFF:7F00:1", None), "[::ffff:127.0.0.1]"),
         (DuckURL("http", b"xn--bcher-kva.example", 81), "xn--bcher-kva.example:81"),
+        (DuckURL("ws", b"api.example.com", 80), "api.example.com"),
+        (DuckURL("wss", b"api.example.com", 443), "api.example.com"),
     ],
 )
 def test_keys_come_from_duck_typed_urls(url: DuckURL, key: str) -> None:
@@ -319,7 +321,13 @@ def test_keys_come_from_duck_typed_urls(url: DuckURL, key: str) -> None:
     assert default_key(DuckRequest(url)) == key  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", [42, None, b"https://api.example.com/", object()])
+class HalfURL:
+    """Has a host and scheme but no port: not enough to make a key from."""
+
+    scheme, raw_host = "https", b"api.example.com"
+
+
+@pytest.mark.parametrize("bad", [42, None, b"https://api.example.com/", object(), HalfURL()])
 def test_key_for_url_refuses_what_is_not_a_url(bad: object) -> None:
     """Anything that is not a URL or request is a TypeError naming its type."""
     with pytest.raises(TypeError, match=r"url must be a str, an httpx\.URL or an httpx\.Request"):
@@ -362,3 +370,14 @@ def test_one_spelling_per_host_on_every_python(host: str, spelling: str) -> None
     assert normalize_pattern(f"{pattern}:8443") == f"{spelling}:8443"
     if ":" not in host and not host[0].isdigit():
         assert normalize_pattern(f"*.{host}") == f"*.{spelling}"
+
+
+def test_httpx_s_own_urls_take_the_fast_path() -> None:
+    """With the httpx this project pins, the registry reads a URL's parsed parts
+    directly (a third of the cost of its properties). A release of httpx that moved
+    them would turn the fast path off without a word; this says so."""
+    from httpx_breaker import _keys
+
+    if not httpx.__version__.startswith(("0.27.", "0.28.")):
+        pytest.skip(f"httpx {httpx.__version__}: not a release this was checked against")
+    assert _keys.HTTPX_URL is httpx.URL
