@@ -121,6 +121,7 @@ def test_custom_key_patterns_are_exact_keys() -> None:
         "api.example.com:",
         "api.example.com:0",
         "api.example.com:70000",
+        "api.example.com:65536",
         "*.example.com:443",
         "*.example.com/v1",
         "[::1",
@@ -131,6 +132,13 @@ def test_invalid_patterns_raise_value_error(pattern: str) -> None:
     """A malformed pattern is refused with a ValueError that quotes it."""
     with pytest.raises(ValueError, match="not valid"):
         BreakerRegistry(policies={pattern: HOST})
+
+
+def test_patterns_take_every_port_from_1_to_65535() -> None:
+    """The first and last TCP ports are ports like any other."""
+    registry = BreakerRegistry(policies={"api.example.com:1": EXACT, "api.example.com:65535": HOST})
+    assert registry.config_for("api.example.com:1") is EXACT
+    assert registry.config_for("api.example.com:65535") is HOST
 
 
 def test_patterns_equal_up_to_case_are_refused() -> None:
