@@ -55,6 +55,36 @@ def test_steady_traffic_gives_its_rate(clock: FakeClock) -> None:
     assert breaker.get_metrics().throughput == pytest.approx(10.0, rel=0.02)
 
 
+def test_steady_traffic_of_ignored_calls_gives_its_rate(clock: FakeClock) -> None:
+    """Every call let through counts, whatever its outcome: ten calls a second, every
+    other one ignored, read as ten a second."""
+    breaker = make(clock, window_duration=60.0, exclude_exceptions=(KeyError,))
+
+    def ignored() -> None:
+        raise KeyError
+
+    for i in range(1200):
+        clock.advance(0.1)
+        if i % 2:
+            with pytest.raises(KeyError):
+                breaker.call(ignored)
+        else:
+            breaker.call(lambda: None)
+    m = breaker.get_metrics()
+    assert (m.ignored_requests, m.successful_requests) == (600, 600)
+    assert m.throughput == pytest.approx(10.0, rel=0.02)
+
+
+def test_a_breaker_just_older_than_its_window_gives_its_rate(clock: FakeClock) -> None:
+    """Seventy seconds at ten a second in a 60 s window: the calls of the first ten
+    seconds have left it, and the rate is ten a second."""
+    breaker = make(clock, window_duration=60.0)
+    for _ in range(700):
+        clock.advance(0.1)
+        breaker.call(lambda: None)
+    assert breaker.get_metrics().throughput == pytest.approx(10.0, rel=0.02)
+
+
 def test_throughput_follows_a_change_of_rate_within_a_window(clock: FakeClock) -> None:
     """After a minute at 10/s and a minute at 2/s, the last minute's rate is 2/s."""
     breaker = make(clock, window_duration=60.0)
@@ -155,6 +185,37 @@ def test_availability_is_the_share_of_life_not_open(clock: FakeClock) -> None:
     assert m.state is HALF_OPEN
     assert m.availability == pytest.approx(120 / 150)
     assert dict(m.state_seconds) == {CLOSED: 100.0, OPEN: 30.0, HALF_OPEN: 20.0}
+
+
+def test_time_in_the_current_state_counts_up_to_now(clock: FakeClock) -> None:
+    """The state a breaker is in gets the seconds since it entered it, at every read."""
+    breaker = make(clock, failure_threshold=1, reset_timeout=30.0, half_open_max_requests=1)
+    clock.advance(100.0)
+    assert seconds(breaker) == {CLOSED: 100.0, OPEN: 0.0, HALF_OPEN: 0.0}
+    fail(breaker)
+    clock.advance(10.0)
+    assert seconds(breaker) == {CLOSED: 100.0, OPEN: 10.0, HALF_OPEN: 0.0}
+    clock.advance(25.0)
+    assert seconds(breaker) == {CLOSED: 100.0, OPEN: 30.0, HALF_OPEN: 5.0}
+    breaker.call(lambda: None)  # the probe succeeds: CLOSED again
+    clock.advance(7.0)
+    assert seconds(breaker) == {CLOSED: 107.0, OPEN: 30.0, HALF_OPEN: 5.0}
+
+
+def test_an_open_period_that_ends_while_the_metrics_are_read_is_split(
+    clock: FakeClock,
+) -> None:
+    """`get_metrics` notices an ended open period before it reads the clock again; if
+    the period ends in between, the snapshot still splits the time at its end: OPEN up
+    to it, HALF_OPEN after (the reading step itself, on a fake clock)."""
+    breaker = make(clock, failure_threshold=1, reset_timeout=30.0)
+    clock.advance(5.0)
+    fail(breaker)
+    clock.advance(45.0)
+    assert breaker._state is OPEN  # not noticed yet
+    with breaker._lock:
+        closed, opened, half_open, _ = breaker._seconds_in_states(clock())
+    assert (closed, opened, half_open) == (5.0, 30.0, 15.0)
 
 
 def test_an_open_period_nobody_noticed_ending_counts_as_half_open(clock: FakeClock) -> None:

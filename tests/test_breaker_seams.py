@@ -232,6 +232,21 @@ def test_set_clock_keeps_the_time_left_of_an_open_period(clock: FakeClock) -> No
     assert breaker.state is HALF_OPEN
 
 
+def test_set_clock_keeps_the_throughput(clock: FakeClock) -> None:
+    """Ten calls a second on one clock, then on another 50,000 s ahead: still ten a
+    second, the calls before the swap counted at their ages."""
+    breaker = make(clock, window_duration=60.0)
+    for _ in range(600):
+        clock.advance(0.1)
+        breaker.call(lambda: None)
+    fake = FakeClock(50_000.0)
+    breaker.set_clock(fake)
+    for _ in range(300):
+        fake.advance(0.1)
+        breaker.call(lambda: None)
+    assert breaker.get_metrics().throughput == pytest.approx(10.0, rel=0.02)
+
+
 def test_set_clock_moves_the_windows_outcomes(clock: FakeClock) -> None:
     """Outcomes recorded on one clock keep their age on the next: they still count
     toward the rate rule, and still leave the window window_duration after they came."""
