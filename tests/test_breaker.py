@@ -175,6 +175,19 @@ def test_rate_rule_opens_at_exactly_the_threshold_share(
     assert breaker.state is OPEN
 
 
+def test_a_full_window_of_successes_keeps_the_newest_and_expires_by_age(
+    clock: FakeClock,
+) -> None:
+    """Successes one a second into a window of four: it holds the last four, and each
+    leaves `window_duration` after it came (the hot path's own window step)."""
+    breaker = make(clock, window_size=4, window_duration=5.0)
+    for _ in range(10):  # at 0, 1, ..., 9 s
+        succeed(breaker)
+        clock.advance(1.0)
+    clock.advance(2.5)  # 12.5 s: the ones of 6 and 7 s are more than 5 s old
+    assert breaker.get_metrics().window_requests == 2
+
+
 def test_expired_outcomes_leave_the_rate_rule(clock: FakeClock) -> None:
     """Failures older than `window_duration` no longer count toward the rate."""
     breaker = make(
