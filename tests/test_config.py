@@ -143,6 +143,23 @@ def test_boundary_values_are_accepted() -> None:
     assert CircuitBreakerConfig(jitter=0.0, window_size=4, minimum_requests=4).jitter == 0.0
 
 
+def test_a_config_cannot_be_changed_once_made() -> None:
+    """Frozen: one config may be shared by many breakers, and none can change it under
+    the others (`dataclasses.replace` makes a new one); equal configs hash alike."""
+    config = CircuitBreakerConfig(failure_threshold=3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.failure_threshold = 100  # type: ignore[misc]
+    assert config.failure_threshold == 3
+    assert hash(config) == hash(CircuitBreakerConfig(failure_threshold=3))
+
+
+def test_durations_that_must_be_positive_take_a_fraction_of_a_second() -> None:
+    """`timeout`, `window_duration` and `slow_call_duration` are open at 0 only: a
+    millisecond is a legal value for each."""
+    config = CircuitBreakerConfig(timeout=0.001, window_duration=0.001, slow_call_duration=0.001)
+    assert (config.timeout, config.window_duration, config.slow_call_duration) == (0.001,) * 3
+
+
 @pytest.mark.parametrize(
     ("field", "value", "range_text"),
     [
@@ -253,9 +270,10 @@ def test_bulkhead_fields_take_a_limit_and_a_wait() -> None:
 
 def test_max_wait_without_max_concurrent_warns() -> None:
     """A wait with no limit to wait for is legal but does nothing: it warns, naming both."""
-    with pytest.warns(UserWarning, match=r"max_wait=0\.5 has no effect without max_concurrent"):
+    with pytest.warns(UserWarning, match=r"max_wait=0\.5 has no effect without max_concurrent") as seen:
         config = CircuitBreakerConfig(max_wait=0.5)
     assert config.max_wait == 0.5
+    assert seen[0].filename == __file__  # it points at the caller's line, not ours
 
 
 def test_exclude_exceptions_message_names_the_offender() -> None:
