@@ -96,6 +96,25 @@ def test_idna_and_ipv6_patterns_match_request_keys() -> None:
     assert r3.extensions["circuit_breaker"]["breaker"].config is HOST
 
 
+def test_a_key_made_by_hand_with_the_root_dot_matches_as_without() -> None:
+    """"api.example.com." is "api.example.com" to the policies, with a port or not."""
+    registry = BreakerRegistry(policies={"api.example.com:8443": EXACT, "api.example.com": HOST})
+    assert registry.config_for("api.example.com.:8443") is EXACT
+    assert registry.config_for("API.example.com.") is HOST
+    assert registry.config_for("api.example.com.:9000") is HOST  # the bare host's
+
+
+def test_set_clock_refuses_what_cannot_be_called() -> None:
+    """A registry's clock is a callable or None (`time.monotonic`): anything else is a
+    TypeError at once, not at the next breaker made."""
+    registry = BreakerRegistry()
+    with pytest.raises(TypeError, match="clock must be callable"):
+        registry.set_clock(42.0)  # type: ignore[arg-type]
+    clock = FakeClock(5.0)
+    assert registry.set_clock(clock) is None
+    assert registry.set_clock(None) is clock
+
+
 def test_custom_key_patterns_are_exact_keys() -> None:
     """A pattern that is not a host (a custom key) matches that exact key."""
     registry = BreakerRegistry(policies={"svc:Payments": EXACT, "api.example.com/v2": HOST})
