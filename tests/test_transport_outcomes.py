@@ -595,6 +595,47 @@ async def test_async_deadline_hands_back_the_callers_trace(
     assert left_on_request is trace
 
 
+@TIMED
+@pytest.mark.parametrize("given", [False, True], ids=["no-trace", "own-trace"])
+async def test_a_transport_that_never_traces_gets_the_request_back_as_it_was(
+    lib: Library, timed: CircuitBreakerConfig, given: bool
+) -> None:
+    """Over a wrapped transport that calls no trace hook (a mock), the hook the deadline
+    put in the request's extensions is taken out when the request is done: the caller's
+    own is back, or none, as before (a retry sends the same request again)."""
+
+    async def own(name: str, info: dict[str, object]) -> None:
+        pass
+
+    transport = lib.AsyncCircuitBreakerTransport(
+        lib.MockTransport(lambda request: lib.Response(200)), default=timed
+    )
+    request = lib.Request("GET", URL, extensions={"trace": own} if given else {})
+    before = dict(request.extensions)
+    response = await transport.handle_async_request(request)
+    await response.aclose()
+    assert request.extensions == before
+
+
+@TIMED
+@pytest.mark.parametrize("given", [False, True], ids=["no-trace", "own-trace"])
+def test_a_sync_transport_that_never_traces_gets_the_request_back_as_it_was(
+    lib: Library, timed: CircuitBreakerConfig, given: bool
+) -> None:
+    """The sync twin of the test above."""
+
+    def own(name: str, info: dict[str, object]) -> None:
+        pass
+
+    transport = lib.CircuitBreakerTransport(
+        lib.MockTransport(lambda request: lib.Response(200)), default=timed
+    )
+    request = lib.Request("GET", URL, extensions={"trace": own} if given else {})
+    before = dict(request.extensions)
+    transport.handle_request(request).close()
+    assert request.extensions == before
+
+
 # One cache hit per mark a cache leaves (`CACHE_MARKERS`), as hishel 2, 1 and 0.x set them.
 CACHE_HITS = [{"caching": {"from_cache": True}}, {"hishel_from_cache": True}, {"from_cache": True}]
 
