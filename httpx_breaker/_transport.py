@@ -69,16 +69,19 @@ def _check_transport(transport: object, base: type, method: str) -> None:
     of that name: a sync one given to the async wrapper, or a `BaseTransport` of the
     other library of the family (its requests are of another type).
     """
-    if isinstance(transport, base):
+    # `base` and the family's bases are read off the modules now, and a test may have
+    # patched one with a mock (google-genai's tests patch `AsyncBaseTransport`): only
+    # classes are compared, as httpx, which compares none, would take the transport.
+    if isinstance(base, type) and isinstance(transport, base):
         return
     if (
         isinstance(transport, type)  # the class rather than an instance
         or not callable(getattr(transport, method, None))
         or isinstance(transport, _family_bases())
     ):
+        kind = "AsyncBaseTransport" if method == "handle_async_request" else "BaseTransport"
         raise TypeError(
-            f"transport must be an httpx.{base.__name__} (or have a {method} method), "
-            f"got {transport!r}"
+            f"transport must be an httpx.{kind} (or have a {method} method), got {transport!r}"
         )
 
 
@@ -94,7 +97,10 @@ def _family_bases() -> tuple[type, ...]:
     for name in (family, family + "2"):
         module = sys.modules.get(name)
         if module is not None:
-            found += (module.BaseTransport, module.AsyncBaseTransport)
+            for attr in ("BaseTransport", "AsyncBaseTransport"):
+                cls = getattr(module, attr, None)
+                if isinstance(cls, type):  # not a test's mock of it
+                    found.append(cls)
     return tuple(found)
 
 
