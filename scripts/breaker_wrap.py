@@ -22,6 +22,7 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from typing import Any
@@ -68,6 +69,9 @@ def _wrapping_init(original: Any, wrapper_cls: Any, kind: str) -> Any:
         WRAPPED[kind] += 1
         return wrapper_cls(transport, default=CONFIG)
 
+    # The client's own signature kept: google-genai reads it to choose which of its
+    # arguments a client takes, and without it dropped the test's `transport`.
+    @functools.wraps(original)
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         self._transport = wrap(self._transport)
