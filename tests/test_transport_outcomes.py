@@ -447,6 +447,23 @@ async def test_a_deadline_and_the_callers_scope_expiring_together_cancel_only_th
     assert escaped == 0
 
 
+async def test_a_request_that_fails_at_once_leaves_no_deadline_behind(lib: Library) -> None:
+    """A wrapped transport that raises before the deadline: the deadline is taken
+    down with the request, and the caller's task is not cancelled when it would have
+    come (the sleep below outlasts it)."""
+
+    class Refuses(lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        async def handle_async_request(self, request: Any) -> Any:
+            raise lib.ConnectError("refused", request=request)
+
+    transport = lib.AsyncCircuitBreakerTransport(
+        Refuses(), default=CircuitBreakerConfig(timeout=0.05)
+    )
+    with pytest.raises(lib.ConnectError):
+        await transport.handle_async_request(lib.Request("GET", URL))
+    await anyio.sleep(0.2)  # past the deadline: nothing may cancel this task
+
+
 @pytest.fixture
 def trickling_server() -> Iterator[tuple[str, threading.Event, threading.Thread]]:
     """A loopback server that sends its response headers one byte every 10 ms (about
