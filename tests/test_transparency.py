@@ -791,6 +791,35 @@ async def test_a_body_resumed_after_close_reads_as_without_the_breaker() -> None
     assert await _resumed_async(lambda: _IteratorBody(_Chunks()), wrapped=False) == [b"b", b"c"]
 
 
+class _ClosableChunks(_Chunks):
+    """Not a generator, but closable as one is."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.left.clear()
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+def test_a_closable_body_iterator_is_closed_with_its_response_sync() -> None:
+    """The wrapper closes the iterator it read from when the response closes half read,
+    a generator or not, as long as it has a `close`."""
+    chunks = _ClosableChunks()
+    assert _resumed_sync(lambda: _IteratorBody(chunks), wrapped=True) == []
+    assert chunks.closed
+
+
+async def test_a_closable_body_iterator_is_closed_with_its_response() -> None:
+    chunks = _ClosableChunks()
+    assert await _resumed_async(lambda: _IteratorBody(chunks), wrapped=True) == []
+    assert chunks.closed
+
+
 @ABANDONED_GENERATORS
 def test_a_generator_body_resumed_after_close_ends_sync() -> None:
     """A generator the wrapper closed ends: no TypeError of the wrapper's (as before)."""
