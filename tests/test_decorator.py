@@ -108,6 +108,31 @@ def test_name_may_be_positional() -> None:
         circuit_breaker("a", name="b")  # type: ignore[call-overload]
 
 
+def test_a_function_decorated_directly_takes_no_config_or_classifier() -> None:
+    """`circuit_breaker(func, config=...)` would drop the config silently; it is refused,
+    for either argument alone."""
+
+    def f() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="takes no config or classifier"):
+        circuit_breaker(f, config=CircuitBreakerConfig())  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="takes no config or classifier"):
+        circuit_breaker(f, classifier=lambda result, exc: None)  # type: ignore[call-overload]
+
+
+def test_a_class_whose_instances_are_awaited_is_decorated_as_sync(clock: FakeClock) -> None:
+    """Calling a class makes an instance, at once: the decorated class is sync even when
+    its instances' `__call__` is a coroutine function."""
+
+    class Handler:
+        async def __call__(self) -> int:
+            return 1
+
+    made = circuit_breaker(Handler)()
+    assert isinstance(made, Handler)
+
+
 def test_decorator_classifier_sees_results(clock: FakeClock) -> None:
     """The decorator passes its classifier on, so returned failures trip the breaker."""
 
