@@ -24,6 +24,7 @@ from httpx_breaker import (
 from httpx_breaker._transport import parse_retry_after
 
 from .conftest import FakeClock
+from .libraries import Library
 
 # -- config (briefly: tests/test_config.py covers it in depth) ----------------------
 
@@ -180,30 +181,24 @@ def test_a_transport_of_the_wrong_kind_is_refused_though_it_has_the_method() -> 
         AsyncCircuitBreakerTransport(DuckTransport)  # type: ignore[arg-type]
 
 
-try:
-    import httpx_breaker.httpx2 as HTTPX2
-except ImportError:  # httpx2 needs Python 3.11
-    HTTPX2 = None  # type: ignore[assignment]
-
-
 @pytest.mark.parametrize("patched", ["AsyncBaseTransport", "BaseTransport"])
-def test_wrapping_works_while_a_test_has_mocked_httpx_s_base_classes(patched: str) -> None:
+@pytest.mark.parametrize("family", ["httpx", "own"])
+def test_wrapping_works_while_a_test_has_mocked_the_base_classes(
+    lib: Library, patched: str, family: str
+) -> None:
     """google-genai's tests patch `httpx.AsyncBaseTransport` with a mock and hand the
     mock to a client as its transport; httpx takes it. So do the wrappers, and a real
-    transport, while what they compare with is a mock; the wrong kind is still refused."""
-    with mock.patch.object(httpx, patched) as mocked:
-        transport = AsyncCircuitBreakerTransport(mocked)
-        assert transport._transport is mocked
-        AsyncCircuitBreakerTransport(httpx.AsyncHTTPTransport())
-        CircuitBreakerTransport(mocked)
-        CircuitBreakerTransport(httpx.HTTPTransport())
-        with pytest.raises(TypeError, match=r"httpx\.AsyncBaseTransport .*handle_async_request"):
-            AsyncCircuitBreakerTransport(httpx.HTTPTransport())  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match=r"httpx\.BaseTransport .*handle_request"):
-            CircuitBreakerTransport(httpx.AsyncHTTPTransport())  # type: ignore[arg-type]
-        if HTTPX2 is not None:  # its wrappers look at httpx's classes too (a mix-up)
-            HTTPX2.AsyncCircuitBreakerTransport(mocked)
-            HTTPX2.CircuitBreakerTransport(mocked)
+    transport, while what they compare with is a mock (httpx's, or the wrapper's own
+    library's); the wrong kind is still refused."""
+    with mock.patch.object(httpx if family == "httpx" else lib.http, patched) as mocked:
+        assert lib.AsyncCircuitBreakerTransport(mocked)._transport is mocked
+        assert lib.CircuitBreakerTransport(mocked)._transport is mocked
+        lib.AsyncCircuitBreakerTransport(lib.AsyncHTTPTransport())
+        lib.CircuitBreakerTransport(lib.HTTPTransport())
+        with pytest.raises(TypeError, match=r"AsyncBaseTransport .*handle_async_request"):
+            lib.AsyncCircuitBreakerTransport(lib.HTTPTransport())
+        with pytest.raises(TypeError, match=r"\.BaseTransport .*handle_request"):
+            lib.CircuitBreakerTransport(lib.AsyncHTTPTransport())
 
 
 @pytest.mark.parametrize("cls", [AsyncCircuitBreakerTransport, CircuitBreakerTransport])

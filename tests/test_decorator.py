@@ -121,7 +121,7 @@ def test_a_function_decorated_directly_takes_no_config_or_classifier() -> None:
         circuit_breaker(f, classifier=lambda result, exc: None)  # type: ignore[call-overload]
 
 
-def test_a_class_whose_instances_are_awaited_is_decorated_as_sync(clock: FakeClock) -> None:
+def test_a_class_whose_instances_are_awaited_is_decorated_as_sync() -> None:
     """Calling a class makes an instance, at once: the decorated class is sync even when
     its instances' `__call__` is a coroutine function."""
 
