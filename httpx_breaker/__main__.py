@@ -27,11 +27,22 @@ def _rate(text: str) -> float:
     return value
 
 
+def _version() -> str:
+    """The installed distribution's version (what `pip show httpx-breaker` says)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("httpx-breaker")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m httpx_breaker",
         description="httpx-breaker: a per-host circuit breaker for httpx.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",

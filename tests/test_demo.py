@@ -49,6 +49,15 @@ def test_top_level_help_lists_the_demo() -> None:
     assert "demo" in result.stdout
 
 
+def test_version_is_the_installed_distributions() -> None:
+    """`python -m httpx_breaker --version` prints the version pip installed and exits 0."""
+    from importlib.metadata import version
+
+    result = _run("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"python -m httpx_breaker {version('httpx-breaker')}"
+
+
 def test_bad_option_values_are_refused() -> None:
     """A failure rate outside (0, 1] is an argparse error (exit 2) naming the range."""
     result = _run("demo", "--failure-rate", "1.5")
