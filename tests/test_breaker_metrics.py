@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
-from httpx_breaker import CircuitBreaker, CircuitBreakerConfig, CircuitOpenError, CircuitState
+from httpx_breaker import (
+    BreakerMetrics,
+    CircuitBreaker,
+    CircuitBreakerConfig,
+    CircuitOpenError,
+    CircuitState,
+)
 from httpx_breaker._breaker import THROUGHPUT_BUCKETS
 
 from .conftest import FakeClock
@@ -301,3 +308,28 @@ def test_metrics_to_dict_has_the_new_figures(clock: FakeClock) -> None:
     assert data["availability"] == pytest.approx(0.5)
     assert data["state_seconds"] == {"closed": 10.0, "open": 10.0, "half_open": 0.0}
     assert json.loads(json.dumps(data)) == data
+
+
+def test_a_snapshot_built_from_the_core_fields_reads_as_a_new_breakers(
+    clock: FakeClock,
+) -> None:
+    """Code that builds a `BreakerMetrics` from the seed's core fields alone (written
+    before the others existed, as a health check's test does) gets the figures of a
+    breaker with no calls and no time: CLOSED, nothing slow or in the window, no
+    throughput, full availability, no bulkhead."""
+    new = make(clock).get_metrics()
+    core = (
+        "total_requests",
+        "successful_requests",
+        "failed_requests",
+        "rejected_requests",
+        "ignored_requests",
+        "success_rate",
+        "failure_rate",
+        "average_response_time",
+        "state_changes",
+    )
+    built = BreakerMetrics(**{name: getattr(new, name) for name in core})
+    assert built == dataclasses.replace(new, state_seconds=())
+    assert (built.state, built.availability, built.throughput) == (CLOSED, 1.0, 0.0)
+    assert (built.bulkhead_limit, built.bulkhead_rejected_requests) == (None, 0)

@@ -7,6 +7,7 @@ where nothing listens (an unreachable server is a state, not an error).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 from collections.abc import Iterator
@@ -166,6 +167,20 @@ def test_prometheus_shows_an_unreachable_store_as_disconnected() -> None:
         assert PASSWORD not in text
     finally:
         store.close()
+
+
+def test_a_stores_health_is_a_snapshot_that_cannot_be_changed() -> None:
+    """`health` is a value taken when read: a later change of the store (here, closing
+    it) shows in the next read, not in the one taken, and no reader can alter it."""
+    store = RedisStore.from_url(unreachable_url(), namespace="lonely")
+    try:
+        before = store.health
+    finally:
+        store.close()
+    assert store.health.state == "closed"
+    assert before.state in ("connecting", "disconnected")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.state = "closed"  # type: ignore[misc]
 
 
 def test_stores_must_be_stores() -> None:

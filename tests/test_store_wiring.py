@@ -294,6 +294,29 @@ def test_an_outcome_from_an_earlier_round_reports_nothing(clock: FakeClock) -> N
     assert link.of("probe_done") == []
 
 
+def test_a_lease_left_from_an_earlier_round_carries_no_later_probes_outcome(
+    clock: FakeClock,
+) -> None:
+    """A lease left over from an earlier round (its probe outlived the round) does not
+    carry the outcome of a later probe admitted without one, while out of touch."""
+    breaker, link, _ = make(clock)
+    to_half_open(breaker, clock)
+    link.give_lease()
+    link.give_lease()
+    failing = breaker.admit()
+    breaker.admit()  # outlives its round, its lease still held
+    breaker.record(failing, FAILURE, clock(), clock())
+    assert breaker.state is OPEN
+    [(_, _, outcome)] = link.of("probe_done")
+    assert outcome is ProbeOutcome.FAILURE
+    link.active = False  # the store lost the fleet
+    clock.advance(30.0)
+    probe = breaker.admit()  # no lease needed, none taken
+    breaker.record_success(probe, clock(), clock())
+    assert len(link.of("probe_done")) == 1
+    assert len(link.of("take_lease")) == 2
+
+
 def test_without_the_fleet_half_open_uses_its_own_slots(clock: FakeClock) -> None:
     """A link out of touch (Redis down): no lease asked for, local slots, nothing reported."""
     breaker, link, _ = make(clock, RecordingStore(active=False))
@@ -328,6 +351,23 @@ def test_a_store_that_raises_never_fails_a_request(
         token = breaker.admit()
     assert token == breaker._epoch
     assert "take_lease raised" in caplog.text
+
+
+def test_a_raising_store_is_logged_under_the_breakers_name(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The error record names the breaker, in its message and in its `circuit_breaker`
+    extra, and carries the store's exception."""
+    store = RecordingStore()
+    breaker, _, _ = make(clock, store)
+    to_half_open(breaker, clock)
+    store.raise_on_take = True
+    with caplog.at_level(logging.ERROR, logger="httpx_breaker"):
+        breaker.admit()
+    [record] = [r for r in caplog.records if "take_lease raised" in r.getMessage()]
+    assert record.circuit_breaker == KEY  # type: ignore[attr-defined]
+    assert repr(KEY) in record.getMessage()
+    assert record.exc_info is not None and record.exc_info[0] is RuntimeError
 
 
 def test_a_store_keeps_the_closed_success_path_fast(clock: FakeClock) -> None:
