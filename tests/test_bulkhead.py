@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -23,7 +24,7 @@ import pytest
 import trio
 
 from httpx_breaker import BulkheadFullError, CircuitBreakerConfig
-from httpx_breaker._bulkhead import Bulkhead
+from httpx_breaker._bulkhead import Bulkhead, _in_trio_task
 
 TASKS = 200
 THREADS = 16
@@ -121,6 +122,19 @@ def assert_idle(bulkhead: Bulkhead) -> None:
     assert bulkhead._free.qsize() == bulkhead._minted <= bulkhead.limit
 
 
+class ReleasedWhileQueueing(Bulkhead):
+    """A bulkhead whose holder gives its slot back just as a newcomer finds none free
+    (between its look and its queueing), as another thread may."""
+
+    __slots__ = ()
+
+    def _take_locked(self, woken: list[Any]) -> bool:
+        taken = super()._take_locked(woken)
+        if not taken:
+            self.release()
+        return taken
+
+
 # -- construction ----------------------------------------------------------------------
 
 
@@ -156,6 +170,26 @@ def test_repr_shows_use_and_waiters() -> None:
     bulkhead = Bulkhead(3, 0.5)
     assert bulkhead.try_acquire()
     assert repr(bulkhead) == "<Bulkhead 1/3 in use, 0 waiting, max_wait=0.5s>"
+
+
+def test_max_wait_defaults_to_refusing_at_once() -> None:
+    """Without `max_wait` a full bulkhead refuses at once: the default wait is 0 seconds."""
+    bulkhead = Bulkhead(1)
+    assert bulkhead.max_wait == 0.0
+    assert bulkhead.try_acquire()
+    assert bulkhead.acquire() is False
+    assert (bulkhead.waiting, bulkhead.rejected, bulkhead.in_use) == (0, 1, 1)
+
+
+def test_trio_before_0_23_is_recognised_by_its_current_task() -> None:
+    """trio before 0.23 has no `lowlevel.in_trio_task`: a trio task is told apart by
+    `current_task()` answering, anything else by it raising RuntimeError."""
+
+    def no_task() -> object:
+        raise RuntimeError("must be called from async context")
+
+    assert _in_trio_task(SimpleNamespace(lowlevel=SimpleNamespace(current_task=object))) is True
+    assert _in_trio_task(SimpleNamespace(lowlevel=SimpleNamespace(current_task=no_task))) is False
 
 
 # -- one thread --------------------------------------------------------------------------
@@ -254,6 +288,15 @@ def test_a_slot_freed_while_a_waiter_queues_is_not_missed() -> None:
         group.start(lambda: outcome.append(bulkhead.acquire()))
     assert outcome == [True]
     assert bulkhead.in_use == 1 and bulkhead.waiting == 0
+
+
+def test_a_short_max_wait_still_queues_a_thread() -> None:
+    """Any max_wait above 0, even under a second, queues: a slot freed while the thread
+    queues is handed to it rather than refused."""
+    bulkhead = ReleasedWhileQueueing(1, max_wait=0.5)
+    assert bulkhead.try_acquire()
+    assert bulkhead.acquire() is True
+    assert (bulkhead.in_use, bulkhead.waiting, bulkhead.rejected) == (1, 0, 0)
 
 
 def test_a_release_that_finds_the_lock_taken_is_handed_over_by_its_holder() -> None:
@@ -445,6 +488,29 @@ async def test_no_wait_refuses_a_task_at_once() -> None:
     assert bulkhead.try_acquire()
     with pytest.raises(BulkheadFullError):
         await enter(bulkhead)
+    assert (bulkhead.waiting, bulkhead.rejected, bulkhead.in_use) == (0, 1, 1)
+
+
+@pytest.mark.anyio
+async def test_a_task_gets_a_slot_freed_while_it_queues() -> None:
+    """A slot given back just as a task queues (with a short max_wait) is handed to it
+    at once, without waiting or being refused."""
+    bulkhead = ReleasedWhileQueueing(1, max_wait=0.5)
+    assert bulkhead.try_acquire()
+    assert await bulkhead.acquire_async() is True
+    assert (bulkhead.in_use, bulkhead.waiting, bulkhead.rejected) == (1, 0, 0)
+
+
+@pytest.mark.anyio
+async def test_no_wait_refuses_a_task_without_suspending_it() -> None:
+    """With max_wait=0 the refusal comes without a turn of the event loop: a task whose
+    cancellation is already pending still gets its answer, and nobody is queued."""
+    bulkhead = Bulkhead(1)
+    assert bulkhead.try_acquire()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        assert await bulkhead.acquire_async() is False
+    assert not scope.cancelled_caught
     assert (bulkhead.waiting, bulkhead.rejected, bulkhead.in_use) == (0, 1, 1)
 
 
