@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import gc
 import socket
+import sys
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import anyio
@@ -177,10 +178,12 @@ async def test_an_error_while_streaming_is_still_a_failure(lib: Library, clock: 
 # -- errors caused by closing the client are not the host's ---------------------------
 
 
+@pytest.mark.parametrize("close", ["aclose", "leave_block"])
 async def test_async_closing_the_client_mid_body_is_not_a_host_failure(
-    lib: Library, clock: FakeClock
+    lib: Library, clock: FakeClock, close: str
 ) -> None:
-    """A read that fails because the client was closed under it is ignored."""
+    """A read that fails because the client was closed under it is ignored, closed by
+    `aclose()` or by leaving its ``async with`` block (which exits the transport's)."""
     closed = anyio.Event()
 
     async def body() -> AsyncIterator[bytes]:
@@ -192,10 +195,15 @@ async def test_async_closing_the_client_mid_body_is_not_a_host_failure(
     transport = lib.AsyncCircuitBreakerTransport(inner, registry=registry(clock))
     breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
     client = lib.AsyncClient(transport=transport)
+    if close == "leave_block":
+        await client.__aenter__()
     response = await client.send(client.build_request("GET", URL), stream=True)
     chunks_read = response.aiter_bytes()
     assert await chunks_read.__anext__() == b"first"
-    await client.aclose()
+    if close == "leave_block":
+        await client.__aexit__(None, None, None)
+    else:
+        await client.aclose()
     closed.set()
     with pytest.raises(lib.ReadError):
         await chunks_read.__anext__()
@@ -207,9 +215,11 @@ async def test_async_closing_the_client_mid_body_is_not_a_host_failure(
     assert breaker.retry_after == 0.0
 
 
+@pytest.mark.parametrize("close", ["close", "leave_block"])
 def test_sync_closing_the_client_mid_body_is_not_a_host_failure(
-    lib: Library, clock: FakeClock
+    lib: Library, clock: FakeClock, close: str
 ) -> None:
+    """The sync twin: closed by `close()` or by leaving the client's ``with`` block."""
     state = {"closed": False}
 
     def body() -> Iterator[bytes]:
@@ -221,10 +231,15 @@ def test_sync_closing_the_client_mid_body_is_not_a_host_failure(
     transport = lib.CircuitBreakerTransport(inner, registry=registry(clock))
     breaker = set_state(transport, KEY, CircuitState.HALF_OPEN)
     client = lib.Client(transport=transport)
+    if close == "leave_block":
+        client.__enter__()
     response = client.send(client.build_request("GET", URL), stream=True)
     reader = response.iter_bytes()
     assert next(reader) == b"first"
-    client.close()
+    if close == "leave_block":
+        client.__exit__(None, None, None)
+    else:
+        client.close()
     state["closed"] = True
     with pytest.raises(lib.ReadError):
         next(reader)
@@ -347,6 +362,20 @@ def lifecycle(lib: Library) -> Any:
     return inner
 
 
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+def test_breaker_for_url_of_a_bypassing_request_is_the_breaker_it_would_use(
+    lib: Library, sync: bool
+) -> None:
+    """`breaker_for_url(request)` of a request that bypasses the breaker returns the
+    breaker that request would use without bypassing (its ``key`` option honoured)."""
+    kind = lib.CircuitBreakerTransport if sync else lib.AsyncCircuitBreakerTransport
+    transport = kind()
+    bypassing = lib.Request("GET", URL, extensions={"circuit_breaker": {"bypass": True}})
+    assert transport.breaker_for_url(bypassing) is transport.breaker_for_url(URL)
+    named = {"circuit_breaker": {"bypass": True, "key": "billing"}}
+    assert transport.breaker_for_url(lib.Request("GET", URL, extensions=named)).name == "billing"
+
+
 async def test_async_context_manager_calls_reach_the_wrapped_transport(lib: Library) -> None:
     """A client's `async with` reaches the wrapped transport's __aenter__/__aexit__."""
     inner = lifecycle(lib)
@@ -464,6 +493,113 @@ async def test_a_request_that_fails_at_once_leaves_no_deadline_behind(lib: Libra
     await anyio.sleep(0.2)  # past the deadline: nothing may cancel this task
 
 
+def queueing(lib: Library) -> Any:
+    """A wrapped transport that is not httpx's own: it waits `wait` seconds, as for a
+    connection of its own pool, then reports its connection through the ``trace`` hook
+    (a hook of the breaker's is there when the policy sets `timeout`) and answers 200."""
+
+    class Queueing(lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        wait = 0.0
+
+        async def handle_async_request(self, request: Any) -> Any:
+            await anyio.sleep(self.wait)  # waiting for a connection of its own
+            await request.extensions["trace"]("connection.connect_tcp.started", {})
+            return lib.Response(200)
+
+    return Queueing()
+
+
+@pytest.mark.parametrize("pool", ["none", "unreadable"])
+async def test_a_traced_transport_of_another_kind_may_queue_outside_the_deadline(
+    lib: Library, pool: str
+) -> None:
+    """A wrapped transport that is not httpx's own (or whose pool is not httpcore's as
+    we know it) but reports its connection through the ``trace`` hook (learned from its
+    first traced request) may hold a request back, waiting for a connection of its own
+    pool, before it reports: that pool cannot be read, so with no pool timeout the
+    deadline starts at the connection, however long the wait."""
+    inner = queueing(lib)
+    if pool == "unreadable":
+        inner._pool = object()  # type: ignore[attr-defined]  # no _requests to count
+    transport = lib.AsyncCircuitBreakerTransport(inner, default=CircuitBreakerConfig(timeout=0.05))
+    no_pool_timeout = lib.Timeout(5.0, pool=None)
+    async with lib.AsyncClient(transport=transport, timeout=no_pool_timeout) as client:
+        assert (await client.get(URL)).status_code == 200  # it traces: learned here
+        inner.wait = 0.25  # five deadlines, all of them before the connection
+        assert (await client.get(URL)).status_code == 200
+    metrics = transport.registry[KEY].get_metrics()
+    assert (metrics.successful_requests, metrics.failed_requests) == (2, 0)
+
+
+async def test_a_pool_timeout_in_any_mapping_bounds_the_wait_for_a_connection(
+    lib: Library,
+) -> None:
+    """Until the wrapped transport reports a connection, the deadline allows the pool's
+    own timeout on top of `timeout`, and no more: a request held back longer is cut. The
+    request's ``timeout`` extension is read whatever mapping holds it (httpx puts a
+    dict there; a caller may put any mapping)."""
+    inner = queueing(lib)
+    transport = lib.AsyncCircuitBreakerTransport(inner, default=CircuitBreakerConfig(timeout=0.05))
+    timeouts = MappingProxyType({"connect": 5.0, "read": 5.0, "write": 5.0, "pool": 0.05})
+    async with lib.AsyncClient(transport=transport) as client:
+        assert (await client.get(URL)).status_code == 200  # it traces: learned here
+        inner.wait = 30.0  # never reports a connection within the pool's timeout
+        with anyio.fail_after(10), pytest.raises(lib.CircuitTimeoutError):
+            await client.get(URL, extensions={"timeout": timeouts})
+    metrics = transport.registry[KEY].get_metrics()
+    assert (metrics.successful_requests, metrics.failed_requests) == (1, 1)
+
+
+async def test_a_transport_that_swallows_the_deadlines_cancellation_leaves_the_task_uncancelled(
+    lib: Library, anyio_backend: str
+) -> None:
+    """A wrapped transport that catches the cancellation the deadline sends and answers
+    anyway: its answer is returned, and the caller's task is not left cancelled (under
+    asyncio its count of cancellation requests is back to zero, or the next timeout or
+    task group of the caller would take a cancellation that is not there)."""
+
+    class Swallows(lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        async def handle_async_request(self, request: Any) -> Any:
+            with contextlib.suppress(anyio.get_cancelled_exc_class()):
+                await anyio.sleep(10)
+            return lib.Response(200)
+
+    transport = lib.AsyncCircuitBreakerTransport(
+        Swallows(), default=CircuitBreakerConfig(timeout=0.05)
+    )
+    response = await transport.handle_async_request(lib.Request("GET", URL))
+    assert response.status_code == 200
+    await anyio.lowlevel.checkpoint()  # nothing may cancel the task now
+    if anyio_backend == "asyncio" and sys.version_info >= (3, 11):  # cancelling() is 3.11's
+        current = asyncio.current_task()
+        assert current is not None
+        assert current.cancelling() == 0
+
+
+async def test_the_callers_cancellation_of_a_request_under_a_deadline_stays_a_cancellation(
+    lib: Library,
+) -> None:
+    """The caller cancels a request while the policy's deadline is still running: the
+    cancellation reaches the caller's scope as a cancellation (not our timeout), and
+    counts as neither a success nor a failure."""
+    started = anyio.Event()
+
+    class Waits(lib.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        async def handle_async_request(self, request: Any) -> Any:
+            started.set()
+            await anyio.sleep_forever()
+
+    transport = lib.AsyncCircuitBreakerTransport(
+        Waits(), default=CircuitBreakerConfig(timeout=30.0)
+    )
+    async with anyio.create_task_group() as group:
+        group.start_soon(transport.handle_async_request, lib.Request("GET", URL))
+        await started.wait()
+        group.cancel_scope.cancel()
+    metrics = transport.registry[KEY].get_metrics()
+    assert (metrics.failed_requests, metrics.ignored_requests) == (0, 1)
+
+
 @pytest.fixture
 def trickling_server() -> Iterator[tuple[str, threading.Event, threading.Thread]]:
     """A loopback server that sends its response headers one byte every 10 ms (about
@@ -554,6 +690,34 @@ def test_sync_deadline_lowers_each_step_to_what_is_left(
     }
     assert seen["http11.receive_response_body.started"] == caller
     assert response.request.extensions["timeout"] == caller
+    assert response.status_code == 200
+
+
+def test_sync_deadline_keeps_the_callers_shorter_timeouts_and_fills_unset_ones(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's timeout the caller set shorter than what is left of the deadline stays
+    the caller's (so a timeout of it stays httpx's); one the caller left unset (None, no
+    limit) gets what is left."""
+    ticks = iter(range(100))
+    monkeypatch.setattr(_transport, "_monotonic", lambda: float(next(ticks)))  # 1 s a read
+    seen: dict[str, object] = {}
+
+    def trace(name: str, info: dict[str, object]) -> None:
+        seen[name] = dict(request.extensions["timeout"])
+
+    transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=10.0))
+    own = httpx.Timeout(connect=None, read=5.0, write=30.0, pool=4.0)
+    with httpx.Client(transport=transport, timeout=own) as client:
+        request = client.build_request("GET", f"{upstream.url}/ok", extensions={"trace": trace})
+        response = client.send(request)
+    assert seen["connection.connect_tcp.started"] == {
+        "connect": 10.0, "read": 5.0, "write": 10.0, "pool": 4.0
+    }
+    assert seen["http11.receive_response_headers.started"] == {
+        "connect": 7.0, "read": 5.0, "write": 7.0, "pool": 4.0
+    }
+    assert response.request.extensions["timeout"] == own.as_dict()
     assert response.status_code == 200
 
 

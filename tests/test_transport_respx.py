@@ -111,6 +111,20 @@ async def test_caller_errors_are_ignored(
     assert breaker.get_metrics().ignored_requests == 3
 
 
+async def test_an_exception_the_policy_does_not_exclude_still_fails(
+    lib: Library, mock: respx.MockRouter, clock: FakeClock
+) -> None:
+    """`exclude_exceptions` ignores the exceptions it names and only those: under a
+    policy that excludes read timeouts, a connect error still opens the breaker."""
+    mock.get(URL).mock(side_effect=lib.ConnectError("refused"))
+    transport = make(lib, clock, exclude_exceptions=(lib.ReadTimeout,))
+    async with lib.AsyncClient(transport=transport) as client:
+        with pytest.raises(lib.ConnectError):
+            await client.get(URL)
+        await open_error(client)
+    assert transport.registry["api.example.com"].get_metrics().failed_requests == 1
+
+
 async def test_custom_classifier_through_httpcore(
     lib: Library, mock: respx.MockRouter, clock: FakeClock
 ) -> None:
