@@ -17,6 +17,7 @@ from httpx_breaker import (
     CircuitOpenError,
     CircuitState,
 )
+from httpx_breaker._breaker import FAILURE
 from httpx_breaker._state import BreakerEvent
 
 from .conftest import FakeClock
@@ -1140,3 +1141,47 @@ def test_call_passes_positional_and_keyword_arguments(clock: FakeClock) -> None:
     assert breaker.call(pair, 1, b=2) == (1, 2)
     assert breaker.call(pair, a=3, b=4) == (3, 4)
     assert breaker.get_metrics().successful_requests == 3
+
+
+def test_reset_of_a_closed_breaker_keeps_backoff_at_the_base(clock: FakeClock) -> None:
+    """`reset()` of a breaker that is already CLOSED leaves backoff at its start: the
+    next opening uses the base reset_timeout."""
+    breaker = make(clock, failure_threshold=1, reset_timeout=10.0, reset_timeout_multiplier=3.0)
+    breaker.reset()
+    fail(breaker)
+    assert breaker.retry_after == 10.0
+
+
+def test_reset_of_a_closed_breaker_forgets_calls_already_admitted(clock: FakeClock) -> None:
+    """A call admitted before `reset()` (while CLOSED) still counts when it fails, but
+    its failure no longer moves the state: reset starts a new epoch."""
+    breaker = make(clock, failure_threshold=1)
+    before = breaker.admit()
+    breaker.reset()
+    breaker.record(before, FAILURE, clock.now, clock.now)
+    assert breaker.state is CLOSED
+    m = breaker.get_metrics()
+    assert (m.failed_requests, m.window_requests) == (1, 0)
+
+
+def test_a_retry_after_extends_a_running_open_period_to_its_own_length(
+    clock: FakeClock,
+) -> None:
+    """A failure with a short Retry-After near the end of the open period makes the
+    period last until that many seconds from the failure, exactly; one that arrives
+    at the very end of the period extends nothing (the period is over)."""
+    breaker = make(clock, failure_threshold=1, reset_timeout=10.0)
+    late = breaker.admit()
+    fail(breaker)  # OPEN for 10 s
+    clock.advance(9.8)
+    breaker.record(late, FAILURE, clock.now, clock.now, retry_after=0.5)
+    assert breaker.retry_after == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert breaker.state is HALF_OPEN
+
+    breaker.reset()
+    late = breaker.admit()
+    fail(breaker)
+    clock.advance(10.0)  # the period ends now
+    breaker.record(late, FAILURE, clock.now, clock.now, retry_after=30.0)
+    assert breaker.state is HALF_OPEN

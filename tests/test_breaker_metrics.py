@@ -333,3 +333,38 @@ def test_a_snapshot_built_from_the_core_fields_reads_as_a_new_breakers(
     assert built == dataclasses.replace(new, state_seconds=())
     assert (built.state, built.availability, built.throughput) == (CLOSED, 1.0, 0.0)
     assert (built.bulkhead_limit, built.bulkhead_rejected_requests) == (None, 0)
+
+
+def test_throughput_of_mixed_outcomes_counts_each_call_once(clock: FakeClock) -> None:
+    """Two minutes of one call a second, in turn a success, a failure and an ignored
+    call: the last minute's throughput is one per second, whatever the outcomes."""
+    breaker = make(
+        clock, window_duration=60.0, failure_threshold=1000, failure_rate_threshold=1.0,
+        exclude_exceptions=(KeyError,),
+    )
+
+    def ignored() -> None:
+        raise KeyError
+
+    for i in range(120):
+        clock.advance(1.0)
+        if i % 3 == 0:
+            breaker.call(lambda: None)
+        elif i % 3 == 1:
+            fail(breaker)
+        else:
+            with pytest.raises(KeyError):
+                breaker.call(ignored)
+    m = breaker.get_metrics()
+    assert (m.successful_requests, m.failed_requests, m.ignored_requests) == (40, 40, 40)
+    assert m.throughput == pytest.approx(1.0, rel=0.02)
+
+
+def test_availability_of_a_breaker_younger_than_a_second(clock: FakeClock) -> None:
+    """Availability is the share of life not OPEN from the first instant: 0.25 s closed
+    then 0.25 s open reads 0.5, not a rounded-up 1.0."""
+    breaker = make(clock, failure_threshold=1, reset_timeout=30.0)
+    clock.advance(0.25)
+    fail(breaker)
+    clock.advance(0.25)
+    assert breaker.get_metrics().availability == pytest.approx(0.5)

@@ -296,3 +296,81 @@ def test_a_dropped_breaker_is_collected_after_the_seams(clock: FakeClock) -> Non
     del breaker
     gc.collect()
     assert name not in get_all_circuit_breakers()
+
+
+def test_a_probe_waiting_for_a_slot_hands_back_its_permit_of_this_round_only(
+    clock: FakeClock,
+) -> None:
+    """wait_for_slot frees the probe slot of the waiting call's own round; a permit of an
+    earlier round frees nothing in the new one (its slot went with that round)."""
+    breaker = make(clock, max_concurrent=1, half_open_max_requests=1)
+    breaker.transition_to(HALF_OPEN, cause="testing")
+    probe = breaker.admit()
+    # The probe found no free slot at once and waits: its permit goes back meanwhile,
+    # and the permit it gets with the slot is the round's one probe permit.
+    token, bulkhead = breaker.wait_for_slot(probe)
+    assert bulkhead is breaker.bulkhead
+    with pytest.raises(CircuitOpenError):
+        breaker.admit()
+    bulkhead.release()
+    breaker.release(token)
+    old = breaker.admit()
+    breaker.transition_to(HALF_OPEN, cause="testing")  # a new round
+    token, bulkhead = breaker.wait_for_slot(old)  # takes the new round's one permit
+    assert bulkhead is not None
+    with pytest.raises(CircuitOpenError):
+        breaker.admit()  # the old permit freed none of the new round's slots
+
+
+def test_releasing_a_probe_of_an_earlier_round_frees_no_slot_of_this_one(
+    clock: FakeClock,
+) -> None:
+    """release() of an earlier round's probe counts it as ignored and leaves the new
+    round's probe slots as they are."""
+    breaker = make(clock, half_open_max_requests=1)
+    breaker.transition_to(HALF_OPEN, cause="testing")
+    old = breaker.admit()
+    breaker.transition_to(HALF_OPEN, cause="testing")
+    breaker.admit()  # the new round's one slot
+    breaker.release(old)
+    assert breaker.get_metrics().ignored_requests == 1
+    assert breaker.retry_after is None  # every slot still taken
+    with pytest.raises(CircuitOpenError):
+        breaker.admit()
+
+
+def test_transition_to_open_for_no_time_is_allowed(clock: FakeClock) -> None:
+    """open_for=0 is a valid period (only a negative one is refused): the breaker opens
+    and reads HALF_OPEN at once."""
+    breaker = make(clock)
+    events: list[BreakerEvent] = []
+    breaker.add_listener(events.append)
+    assert breaker.transition_to(OPEN, cause="replica", open_for=0.0)
+    assert breaker.state is HALF_OPEN
+    assert changes(events) == [(CLOSED, OPEN, "replica"), (OPEN, HALF_OPEN, "reset_timeout")]
+
+
+def test_transition_to_at_the_end_of_the_open_period_reads_half_open_first(
+    clock: FakeClock,
+) -> None:
+    """At the very instant the open period ends the breaker is HALF_OPEN (as `state`
+    reads it), so the new state is entered from HALF_OPEN."""
+    breaker = make(clock, failure_threshold=1, reset_timeout=5.0)
+    fail(breaker)
+    clock.advance(5.0)
+    events: list[BreakerEvent] = []
+    breaker.add_listener(events.append)
+    breaker.transition_to(OPEN, cause="replica", open_for=7.0)
+    assert changes(events) == [(OPEN, HALF_OPEN, "reset_timeout"), (HALF_OPEN, OPEN, "replica")]
+
+
+def test_the_pass_through_open_to_half_open_announces_no_wait(clock: FakeClock) -> None:
+    """transition_to(HALF_OPEN) from CLOSED opens for no time: its OPEN event says
+    retry_after 0.0, and the probe round starts at once."""
+    breaker = make(clock, reset_timeout=30.0)
+    events: list[BreakerEvent] = []
+    breaker.add_listener(events.append)
+    breaker.transition_to(HALF_OPEN, cause="testing")
+    opened = [e for e in events if e.kind == "state_change" and e.new_state is OPEN]
+    assert [e.retry_after for e in opened] == [0.0]
+    assert breaker.retry_after == 0.0

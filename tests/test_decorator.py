@@ -414,3 +414,59 @@ def test_an_awaitable_never_awaited_returns_its_probe_permit(clock: FakeClock) -
     assert breaker.get_metrics().ignored_requests == 1
     pending = fetch()  # the slot is free again
     pending.close()
+
+
+def test_a_sync_call_that_lasts_exactly_the_timeout_has_not_overrun(clock: FakeClock) -> None:
+    """A decorated sync function fails by time only when it outlives `timeout`: one that
+    lasts exactly `timeout`, or less, is a success; one that lasts longer is a failure
+    (its result still returned)."""
+
+    @circuit_breaker(name="timed-sync", config=CircuitBreakerConfig(timeout=2.0), clock=clock)
+    def work(seconds: float) -> str:
+        clock.advance(seconds)
+        return "done"
+
+    assert work(0.5) == "done"
+    assert work(2.0) == "done"
+    m = work.circuit_breaker().get_metrics()
+    assert (m.successful_requests, m.failed_requests) == (2, 0)
+    assert work(2.5) == "done"
+    assert work.circuit_breaker().get_metrics().failed_requests == 1
+
+
+def test_a_sync_call_that_raises_an_excluded_exception_late_stays_ignored(
+    clock: FakeClock,
+) -> None:
+    """An excluded exception is ignored even when the call outlived `timeout`; any
+    other exception that late is a failure."""
+    config = CircuitBreakerConfig(timeout=2.0, exclude_exceptions=(KeyError,))
+
+    @circuit_breaker(name="timed-excluded", config=config, clock=clock)
+    def work(exc: type[Exception]) -> None:
+        clock.advance(3.0)
+        raise exc
+
+    with pytest.raises(KeyError):
+        work(KeyError)
+    with pytest.raises(Boom):
+        work(Boom)
+    m = work.circuit_breaker().get_metrics()
+    assert (m.ignored_requests, m.failed_requests) == (1, 1)
+
+
+@pytest.mark.anyio
+async def test_an_awaited_awaitable_settles_its_permit_once(clock: FakeClock) -> None:
+    """Once awaited, the awaitable's permit is settled: when it is collected, nothing more
+    is counted (no extra ignored call), whether the await returned or raised."""
+
+    @circuit_breaker(name="settled-once", clock=clock)
+    def fetch(fail: bool = False) -> Coroutine[Any, Any, str]:
+        return fetch_or_fail(fail)
+
+    assert await fetch() == "ok"
+    with pytest.raises(Boom):
+        await fetch(fail=True)
+    gc.collect()
+    m = fetch.circuit_breaker().get_metrics()
+    assert (m.successful_requests, m.failed_requests, m.ignored_requests) == (1, 1, 0)
+    assert m.total_requests == 2
