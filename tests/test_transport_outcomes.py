@@ -665,11 +665,12 @@ async def test_async_headers_trickled_past_the_deadline_are_cut(
     assert (metrics.failed_requests, metrics.successful_requests) == (1, 0)
 
 
-def test_sync_deadline_lowers_each_step_to_what_is_left(
-    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each step up to the headers gets what is left of the deadline as its timeout,
-    counted from the first step (a connection is assigned); the body gets the caller's."""
+def timeouts_seen_by_steps(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch, caller: httpx.Timeout
+) -> tuple[dict[str, object], httpx.Response]:
+    """The ``timeout`` extension httpcore sees at each traced step of one GET sent with
+    the caller's `caller` timeouts through a sync transport whose policy sets a 10 s
+    deadline, on a clock that moves 1 s at each reading; and the response."""
     ticks = iter(range(100))
     monkeypatch.setattr(_transport, "_monotonic", lambda: float(next(ticks)))  # 1 s a read
     seen: dict[str, object] = {}
@@ -678,9 +679,17 @@ def test_sync_deadline_lowers_each_step_to_what_is_left(
         seen[name] = dict(request.extensions["timeout"])
 
     transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=10.0))
-    with httpx.Client(transport=transport, timeout=httpx.Timeout(30.0, pool=4.0)) as client:
+    with httpx.Client(transport=transport, timeout=caller) as client:
         request = client.build_request("GET", f"{upstream.url}/ok", extensions={"trace": trace})
-        response = client.send(request)
+        return seen, client.send(request)
+
+
+def test_sync_deadline_lowers_each_step_to_what_is_left(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each step up to the headers gets what is left of the deadline as its timeout,
+    counted from the first step (a connection is assigned); the body gets the caller's."""
+    seen, response = timeouts_seen_by_steps(upstream, monkeypatch, httpx.Timeout(30.0, pool=4.0))
     caller = httpx.Timeout(30.0, pool=4.0).as_dict()
     left = {"connect": 10.0, "read": 10.0, "write": 10.0, "pool": 4.0}
     assert seen["connection.connect_tcp.started"] == left
@@ -699,18 +708,8 @@ def test_sync_deadline_keeps_the_callers_shorter_timeouts_and_fills_unset_ones(
     """A step's timeout the caller set shorter than what is left of the deadline stays
     the caller's (so a timeout of it stays httpx's); one the caller left unset (None, no
     limit) gets what is left."""
-    ticks = iter(range(100))
-    monkeypatch.setattr(_transport, "_monotonic", lambda: float(next(ticks)))  # 1 s a read
-    seen: dict[str, object] = {}
-
-    def trace(name: str, info: dict[str, object]) -> None:
-        seen[name] = dict(request.extensions["timeout"])
-
-    transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=10.0))
     own = httpx.Timeout(connect=None, read=5.0, write=30.0, pool=4.0)
-    with httpx.Client(transport=transport, timeout=own) as client:
-        request = client.build_request("GET", f"{upstream.url}/ok", extensions={"trace": trace})
-        response = client.send(request)
+    seen, response = timeouts_seen_by_steps(upstream, monkeypatch, own)
     assert seen["connection.connect_tcp.started"] == {
         "connect": 10.0, "read": 5.0, "write": 10.0, "pool": 4.0
     }
