@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import gc
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
+from httpx_breaker import CircuitBreaker
 from httpx_breaker._upstream import Upstream
 
 from .libraries import NAMES, Library
@@ -70,3 +74,31 @@ def _collect_garbage() -> Iterator[None]:
     """Breakers are held weakly: collect between tests so none leaks into the next."""
     yield
     gc.collect()
+
+
+def _until(condition: object, what: str) -> None:
+    assert callable(condition)
+    deadline = time.monotonic() + 10  # a bound, never a measurement
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.001)
+
+
+@contextmanager
+def one_holding_one_waiting(breaker: CircuitBreaker) -> Iterator[None]:
+    """While inside: a thread's call holds the only slot of `breaker`'s bulkhead
+    (`max_concurrent=1` and a `max_wait` long enough) and another thread's call waits
+    for it. On the way out both calls finish."""
+    go = threading.Event()
+    holder = threading.Thread(target=breaker.call, args=(go.wait,))
+    waiter = threading.Thread(target=breaker.call, args=(lambda: None,))
+    holder.start()
+    _until(lambda: breaker.get_metrics().bulkhead_in_flight_requests == 1, "the holder")
+    waiter.start()
+    _until(lambda: breaker.get_metrics().bulkhead_waiting_requests == 1, "the waiter")
+    try:
+        yield
+    finally:
+        go.set()
+        holder.join()
+        waiter.join()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,8 +16,10 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 import httpx_breaker.opentelemetry as otel
 from httpx_breaker import BreakerRegistry, CircuitBreaker, CircuitBreakerConfig, CircuitOpenError
 from httpx_breaker.opentelemetry import register_metrics
+from httpx_breaker.redis import RedisStore
 
-from .conftest import FakeClock
+from .conftest import FakeClock, one_holding_one_waiting
+from .redis_servers import wait_until
 
 Points = dict[tuple[str, frozenset[tuple[str, Any]]], float]
 
@@ -279,3 +282,55 @@ def test_import_error_names_the_extra() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'httpx-breaker[opentelemetry]'" in done.stdout
+
+
+def test_bulkhead_gauges_count_the_slots_held_and_the_requests_waiting(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """An idle bulkhead reports 0 in flight and 0 waiting; with one call holding the only
+    slot and another waiting for it, both gauges report 1."""
+    breaker = CircuitBreaker("gated", CircuitBreakerConfig(max_concurrent=1, max_wait=60.0))
+    register_metrics([breaker], meter_provider=provider)
+
+    def gauges() -> tuple[float, float, float]:
+        points, _ = _collect(reader)
+        name = {"circuit_breaker.name": "gated"}
+        return (
+            _point(points, "circuit_breaker.bulkhead.in_flight_requests", **name),
+            _point(points, "circuit_breaker.bulkhead.waiting_requests", **name),
+            _point(points, "circuit_breaker.bulkhead.limit", **name),
+        )
+
+    assert gauges() == (0, 0, 1)
+    with one_holding_one_waiting(breaker):
+        assert gauges() == (1, 1, 1)
+    assert gauges() == (0, 0, 1)
+
+
+def test_an_unreachable_store_reports_disconnected(
+    provider: MeterProvider, reader: InMemoryMetricReader
+) -> None:
+    """A store whose server does not answer: connected 0, state disconnected, no lag."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", namespace="lonely")
+    try:
+        wait_until(lambda: store.health.state == "disconnected", what="the failed connect")
+        register_metrics([], stores=[store], meter_provider=provider)
+        points, _ = _collect(reader)
+    finally:
+        store.close()
+    attributes = {
+        "circuit_breaker.store.namespace": "lonely",
+        "circuit_breaker.store.server": f"redis://127.0.0.1:{port}/0",
+    }
+    assert _point(points, "circuit_breaker.store.connected", **attributes) == 0
+    states = {
+        state: _point(
+            points, "circuit_breaker.store.state", **attributes, **{"circuit_breaker.store.state": state}
+        )
+        for state in ("connecting", "connected", "disconnected", "closed")
+    }
+    assert states == {"connecting": 0, "connected": 0, "disconnected": 1, "closed": 0}
+    assert not [key for key in points if key[0] == "circuit_breaker.store.sync_lag"]

@@ -25,7 +25,7 @@ from httpx_breaker import (
 from httpx_breaker.monitoring import BreakerSource
 from httpx_breaker.prometheus import CircuitBreakerCollector
 
-from .conftest import FakeClock
+from .conftest import FakeClock, one_holding_one_waiting
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -480,3 +480,34 @@ def test_availability_over_a_range_from_the_state_seconds_counter(clock: FakeClo
     assert sum(increase.values()) == pytest.approx(100.0)  # the range: 100 s to 200 s
     assert 1 - increase["open"] / sum(increase.values()) == pytest.approx(0.7)
     assert increase == pytest.approx({"closed": 50.0, "open": 30.0, "half_open": 20.0})
+
+
+def test_bulkhead_gauges_count_the_slots_held_and_the_requests_waiting() -> None:
+    """An idle bulkhead reads 0 in flight and 0 waiting; with one call holding the only
+    slot and another waiting for it, both gauges read 1."""
+    breaker = CircuitBreaker("gated", CircuitBreakerConfig(max_concurrent=1, max_wait=60.0))
+    registry, _ = _registry([breaker])
+
+    def gauges() -> tuple[float, float, float]:
+        samples = _scrape(registry)
+        return (
+            _value(samples, "circuit_breaker_bulkhead_in_flight_requests", circuit_breaker="gated"),
+            _value(samples, "circuit_breaker_bulkhead_waiting_requests", circuit_breaker="gated"),
+            _value(samples, "circuit_breaker_bulkhead_limit", circuit_breaker="gated"),
+        )
+
+    assert gauges() == (0.0, 0.0, 1.0)
+    with one_holding_one_waiting(breaker):
+        assert gauges() == (1.0, 1.0, 1.0)
+    assert gauges() == (0.0, 0.0, 1.0)
+
+
+def test_repr_names_the_breaker_source() -> None:
+    """The repr says which breakers the collector exports: every live one by default,
+    else the kind of source it was given."""
+    assert repr(CircuitBreakerCollector()) == "<CircuitBreakerCollector of every live breaker>"
+    listed = CircuitBreakerCollector([CircuitBreaker("listed")])
+    assert repr(listed) == "<CircuitBreakerCollector of list>"
+    assert repr(CircuitBreakerCollector(BreakerRegistry())) == (
+        "<CircuitBreakerCollector of BreakerRegistry>"
+    )
