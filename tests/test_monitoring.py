@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -23,12 +24,15 @@ from httpx_breaker.monitoring import (
     alerts,
     dashboard,
     freeze_source,
+    freeze_stores,
     health_score,
     resolve_breakers,
     state_change_counts,
 )
+from httpx_breaker.redis import RedisStore
 
 from .conftest import FakeClock
+from .redis_servers import running, wait_until
 
 
 def _metrics(
@@ -279,11 +283,30 @@ def test_alerts_for_an_open_breaker_without_traffic(clock: FakeClock) -> None:
     assert alert.to_dict()["details"] == {"failure_rate": 0.0, "total_requests": 0}
 
 
+def test_alerts_threshold_may_be_0_or_1(clock: FakeClock) -> None:
+    """Both ends of [0, 1] are accepted: 0 warns on any failure, 1 never warns."""
+    flaky = CircuitBreaker("flaky", _quiet(), clock=clock)
+    _drive(flaky, clock, ok=9, failed=1, duration=0.1)
+    fine = CircuitBreaker("fine", _quiet(), clock=clock)
+    _drive(fine, clock, ok=3, failed=0, duration=0.1)
+    assert [a.breaker for a in alerts([flaky, fine], failure_rate_threshold=0.0)] == ["flaky"]
+    broken = CircuitBreaker("broken", _quiet(), clock=clock)
+    _drive(broken, clock, ok=0, failed=2, duration=0.1)
+    assert alerts([broken], failure_rate_threshold=1.0) == []
+
+
 @pytest.mark.parametrize("threshold", [-0.1, 1.5])
 def test_alerts_rejects_a_threshold_outside_0_1(threshold: float) -> None:
     """The threshold is a share: outside [0, 1] is a ValueError naming it."""
     with pytest.raises(ValueError, match="failure_rate_threshold"):
         alerts([], failure_rate_threshold=threshold)
+
+
+@pytest.mark.parametrize("threshold", [True, "0.5", None])
+def test_alerts_rejects_a_threshold_that_is_not_a_number(threshold: object) -> None:
+    """A bool (though an int) or a string is a TypeError naming the field."""
+    with pytest.raises(TypeError, match="failure_rate_threshold must be a number"):
+        alerts([], failure_rate_threshold=threshold)  # type: ignore[arg-type]
 
 
 def test_alert_is_frozen() -> None:
@@ -323,6 +346,124 @@ def test_sources_of_the_wrong_type_are_a_type_error(bad: object) -> None:
     """Anything but breakers is refused with a TypeError."""
     with pytest.raises(TypeError):
         resolve_breakers(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [42, "name", b"name"])
+def test_a_source_that_is_no_collection_of_breakers_says_what_is_accepted(bad: object) -> None:
+    """A number, or a name where breakers belong, is refused as a source, not read
+    character by character."""
+    with pytest.raises(TypeError, match="breakers must be None, a mapping"):
+        resolve_breakers(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="breakers must be None, a mapping"):
+        freeze_source(bad)  # type: ignore[arg-type]
+
+
+def test_none_callables_and_collections_are_read_afresh(clock: FakeClock) -> None:
+    """freeze_source keeps None, a callable and a list as they are, so later reads see
+    the breakers alive (or appended) by then."""
+    assert freeze_source(None) is None
+    first = CircuitBreaker("first", _quiet(), clock=clock)
+    pool = [first]
+
+    def source() -> list[CircuitBreaker]:
+        return list(pool)
+
+    assert freeze_source(source) is source
+    assert freeze_source(pool) is pool
+    second = CircuitBreaker("second", _quiet(), clock=clock)
+    pool.append(second)
+    assert resolve_breakers(freeze_source(source)) == [first, second]
+
+
+def test_stores_sources_are_kept_or_read_once_and_checked() -> None:
+    """freeze_stores keeps None, collections and callables; reads a generator once;
+    refuses anything else. A store source that is no collection of stores says so."""
+    pool: list[object] = []
+
+    def source() -> list[object]:
+        return pool
+
+    assert freeze_stores(None) is None
+    assert freeze_stores(pool) is pool
+    assert freeze_stores(source) is source
+    assert freeze_stores(s for s in pool) == ()
+    with pytest.raises(TypeError, match="stores must be"):
+        freeze_stores(42)  # type: ignore[arg-type]
+    for bad in (42, "redis://127.0.0.1:6379/0"):
+        with pytest.raises(TypeError, match="stores must be an iterable of stores"):
+            dashboard([], stores=bad)  # type: ignore[arg-type]
+
+
+# -- shared stores ----------------------------------------------------------------
+
+
+def _trip(breaker: CircuitBreaker) -> None:
+    """One failure, which opens a breaker with failure_threshold=1."""
+    now = breaker.clock()
+    breaker.record(breaker.admit(), 1, now, now)
+
+
+def test_a_callable_returning_a_registry_brings_the_registrys_store() -> None:
+    """The default stores of a callable source are those of what it returns: a
+    registry's own store (here one whose server is unreachable, a state not an error)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", namespace="lonely", timeout=0.2)
+    try:
+        registry = BreakerRegistry(store=store)
+        [row] = dashboard(lambda: registry)["stores"]
+        assert row["namespace"] == "lonely" and row["connected"] is False
+        assert "stores" not in dashboard(lambda: list(registry.values()))
+    finally:
+        store.close()
+
+
+def test_stores_of_one_namespace_and_server_are_one_row() -> None:
+    """Two stores of this process on one server and namespace are one fleet link:
+    connected only if both are, the least healthy state, a last error if either has
+    one, the largest lag, the counts added up."""
+    config = CircuitBreakerConfig(failure_threshold=1, reset_timeout=30.0)
+    with running("valkey") as server:
+        opener, listener = (
+            RedisStore.from_url(server.url, namespace="merged", timeout=0.2) for _ in range(2)
+        )
+        try:
+            mine, theirs = (BreakerRegistry(default=config, store=s) for s in (opener, listener))
+            wait_until(lambda: opener.connected and listener.connected, what="connections")
+            theirs.breaker_for("api.example.com")
+            _trip(mine.breaker_for("api.example.com"))
+            wait_until(lambda: listener.health.lag is not None, what="the lag")
+            opener.close()
+
+            server.stop()
+            wait_until(lambda: listener.health.state == "disconnected", what="the loss")
+            _trip(theirs.breaker_for("other.example.com"))  # not sent: counted as dropped
+            error = listener.health.last_error
+            [row] = dashboard([], stores=[opener, listener])["stores"]
+            assert opener.health.last_error is None and error is not None
+            assert (row["connected"], row["state"], row["last_error"]) == (
+                False,
+                "disconnected",
+                error,
+            )
+
+            server.start()
+            wait_until(
+                lambda: listener.connected and listener.health.dropped == 1, what="the return"
+            )
+            [row] = dashboard([], stores=[opener, listener])["stores"]
+            lag = listener.health.lag
+            assert opener.health.lag is None and lag is not None
+            assert (row["connected"], row["state"], row["lag"]) == (False, "connected", lag)
+            closed, live = opener.health, listener.health
+            assert (closed.reconnects, live.reconnects, row["reconnects"]) == (0, 1, 1)
+            assert (closed.dropped, live.dropped, row["dropped"]) == (0, 1, 1)
+            assert (closed.messages, live.messages, row["messages"]) == (0, 1, 1)
+            assert row["keys"] == closed.keys + live.keys == 3
+        finally:
+            opener.close()
+            listener.close()
 
 
 def test_state_change_counts_start_every_change_at_zero_and_count_past_the_history(

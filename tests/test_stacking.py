@@ -253,6 +253,10 @@ def test_backoff_hook_leaves_other_errors_to_on() -> None:
     assert by_hook(error_429) == 7.0
     assert by_hook(error_404) is True
     assert by_hook(KeyError("x")) is False
+    assert repr(by_hook) == (
+        "backoff_hook(on=test_backoff_hook_leaves_other_errors_to_on.<locals>.rate_limited, "
+        "max_wait=30)"
+    )
 
 
 def test_backoff_hook_rejects_bad_arguments() -> None:
@@ -571,6 +575,7 @@ def test_tenacity_helpers_decide_like_the_stamina_hook() -> None:
     assert predicate(retry_state(ValueError("retry me"))) is True
     assert predicate(retry_state(ValueError("no"))) is False
     assert predicate(retry_state(refusal(retry_after=59.0))) is True
+    assert predicate(retry_state("retry me")) is False  # a result, never passed to `on`
 
 
 def test_tenacity_helpers_combine_like_tenacitys_own() -> None:
