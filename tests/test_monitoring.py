@@ -466,6 +466,45 @@ def test_stores_of_one_namespace_and_server_are_one_row() -> None:
             listener.close()
 
 
+def test_work_queued_in_stores_of_one_fleet_is_added_up() -> None:
+    """The merged row's `queued` is the work waiting in both stores: each store's worker
+    hangs on a frozen server with one trip sent, and the next trip waits behind it."""
+    config = CircuitBreakerConfig(failure_threshold=1, reset_timeout=30.0)
+    hosts = ("a.example.com", "b.example.com", "first.example.com", "second.example.com")
+    with running("valkey") as server:
+        stores = [
+            RedisStore.from_url(server.url, namespace="queued", timeout=30.0) for _ in range(2)
+        ]
+        try:
+            registries = [BreakerRegistry(default=config, store=store) for store in stores]
+            for registry in registries:
+                for host in hosts:
+                    registry.breaker_for(host)
+            wait_until(lambda: all(store.connected for store in stores), what="connections")
+            wait_until(lambda: all(s.health.queued == 0 for s in stores), what="the attaches")
+            # A trip each store's worker sends after its attaches, seen by the other
+            # store: both workers are idle before the server freezes.
+            for mine, theirs, host in zip(registries, registries[::-1], hosts[:2], strict=True):
+                _trip(mine.breaker_for(host))
+                wait_until(
+                    lambda r=theirs, h=host: r.breaker_for(h).state is CircuitState.OPEN,
+                    what=host,
+                )
+            server.freeze()
+            for registry, store in zip(registries, stores, strict=True):
+                _trip(registry.breaker_for("first.example.com"))
+                wait_until(lambda s=store: s.health.queued == 0, what="the worker to hang")
+                _trip(registry.breaker_for("second.example.com"))
+            queued = [store.health.queued for store in stores]
+            [row] = dashboard([], stores=stores)["stores"]
+            assert min(queued) > 0
+            assert row["queued"] == sum(queued)
+        finally:
+            server.thaw()
+            for store in stores:
+                store.close()
+
+
 def test_state_change_counts_start_every_change_at_zero_and_count_past_the_history(
     clock: FakeClock,
 ) -> None:
