@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -814,3 +815,1247 @@ def test_a_trip_a_frozen_server_runs_after_the_replica_gave_up_changes_nothing(
         assert [m.state for m in members] == [CLOSED, CLOSED]
     finally:
         fleet.close()
+
+
+def test_a_reopen_without_a_lease_reaches_the_fleet(fleet: Fleet, server: Server) -> None:
+    """A replica whose probe ran without a lease (admitted while its store was out of
+    touch) reopens on its own: the fleet reopens with it; the replica is not pulled
+    back to the fleet's half-open (a trip is a no-op on a half-open key: a reopen is
+    offered as the newer state instead)."""
+    first, second = fleet.replica(), fleet.replica()
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    with server.client() as client:
+        [key] = client.keys("httpx-breaker:*:k:*")
+        client.hset(key, "u", 1)  # the period has ended on the server's clock
+    first.half_open()
+    wait_until(lambda: second.state is HALF_OPEN, what="the fleet's half-open")
+    first.reopen()
+    wait_until(lambda: second.state is OPEN, what="the reopen")
+    assert shared_keys(server)[key]["s"] == "o"
+    assert first.state is OPEN
+    assert [state for state, _, _ in first.applied] == []
+    state, left, _ = second.applied[-1]
+    assert state is OPEN and left is not None and 29 < left <= 30
+
+
+def test_a_message_for_a_breaker_dropped_without_detach_is_skipped(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A breaker gone before the reconcile forgets its link: a message for its key
+    passes it by and reaches the live breaker of that key, with no error and no
+    reconnection."""
+    caplog.set_level(logging.INFO, logger="httpx_breaker.redis")
+    fleet = Fleet(server.url)
+    try:
+        store = RedisStore.from_url(server.url, namespace="checkout")
+        fleet.stores.append(store)
+        dropped, live = Member(CONFIG), Member(CONFIG)
+        store.attach(KEY, dropped, CONFIG)  # first: the message reaches its link first
+        live.link = store.attach(KEY, live, CONFIG)
+        opener = fleet.replica()
+        fleet.connected()
+        del dropped
+        gc.collect()
+        opener.trip()
+        wait_until(lambda: live.state is OPEN, what="the open")
+        assert store.health.keys == 2  # not forgotten yet: only the reconcile does it
+        assert store.health.reconnects == 0 and store.health.last_error is None
+        assert "unexpected error" not in caplog.text
+    finally:
+        fleet.close()
+
+
+def _reconciled(server: Server, witness: Member) -> None:
+    """Wait for two full reconciles of the witness's store: its key, written in Redis
+    without a message, changes twice and the witness follows both times. A pass reads
+    every key after the one before it ended; keys attached earlier settle first."""
+    assert witness.link is not None
+    redis_key = witness.link.redis_key  # type: ignore[attr-defined]
+    with server.client() as client:
+        seconds, micros = client.time()
+        now_ms = seconds * 1000 + micros // 1000
+        client.hset(redis_key, mapping={"s": "o", "e": 1, "t": now_ms, "u": now_ms + 60_000})
+        wait_until(lambda: witness.state is OPEN, what="the first reconcile")
+        client.hset(redis_key, mapping={"s": "c", "e": 2, "u": 0})
+        wait_until(lambda: witness.state is CLOSED, what="the second reconcile")
+
+
+def test_a_transition_queued_before_a_force_is_not_offered_to_the_fleet(
+    fleet: Fleet, server: Server
+) -> None:
+    """Manual control stays with its replica: a reopen still queued when the operator
+    forces the breaker closed is not offered to the fleet as that forced state (the
+    fleet's half-open round goes on; nobody is closed by one replica's force)."""
+    first, second = fleet.replica(), fleet.replica()
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    with server.client() as client:
+        [key] = client.keys("httpx-breaker:*:k:*")
+        client.hset(key, "u", 1)  # the period has ended on the server's clock
+    first.half_open()
+    wait_until(lambda: second.state is HALF_OPEN, what="the fleet's half-open")
+    link = first.link
+    assert link is not None
+    first.forced, first.state = True, CLOSED  # force_closed() right after the reopen
+    link.published(LocalTransition(HALF_OPEN, OPEN, "probe_failed"))
+    wait_until(lambda: link.acked == link.token, what="the reopen's turn")  # type: ignore[attr-defined]
+    assert shared_keys(server)[key]["s"] == "h"
+    assert second.state is HALF_OPEN
+
+
+def test_a_recovery_during_an_outage_is_newer_than_the_fleets_open(server: Server) -> None:
+    """A replica that closed on its own while its store was cut off holds a newer state
+    than the fleet's older open: on reconnect it is offered, and the fleet closes."""
+    fleet = Fleet(server.url, timeout=0.2, reconcile_interval=60.0)  # one, at the reconnect
+    try:
+        first, second = fleet.replica(), fleet.replica()
+        fleet.connected()
+        first.trip()
+        wait_until(lambda: second.state is OPEN, what="the open")
+        link = first.link
+        assert link is not None
+        wait_until(lambda: link.acked == link.token, what="the trip's answer")  # type: ignore[attr-defined]
+        server.freeze()
+        try:
+            first.half_open()  # sent, and given up on after the store's timeout
+            wait_until(lambda: not fleet.stores[0].connected, what="the timeout")
+            first.close()  # recovered on its own while cut off
+        finally:
+            server.thaw()
+        wait_until(lambda: second.state is CLOSED, what="the pushed close")
+        wait_until(lambda: link.acked == link.token, what="the push's answer")  # type: ignore[attr-defined]
+        assert first.state is CLOSED
+        assert [fields["s"] for fields in shared_keys(server).values()] == ["c"]
+        assert fleet.stores[0].health.dropped == 1  # the close, queued while cut off
+    finally:
+        fleet.close()
+
+
+def test_a_probe_result_for_a_key_the_fleet_forgot_changes_nothing(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key expired or the server lost it while a leased probe ran: its result is
+    stale, the replica stays where it is, and the store goes on without an error."""
+    caplog.set_level(logging.INFO, logger="httpx_breaker.redis")
+    fleet = Fleet(server.url)
+    try:
+        prober = fleet.replica()
+        store = fleet.stores[0]
+        witness = Member(CONFIG)  # a second key of the same store, to see its turn pass
+        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        prober.trip()
+        wait_until(lambda: len(shared_keys(server)) == 1, what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+        prober.half_open()
+        link = prober.link
+        assert link is not None
+        link.take_lease()
+        wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+        lease = link.take_lease()
+        assert lease is not None
+        with server.client() as client:
+            client.delete(key)
+        link.probe_done(lease, ProbeOutcome.SUCCESS)
+        witness.trip()  # queued after the result: its key shows the result's turn passed
+        wait_until(lambda: len(shared_keys(server)) == 1, what="the witness's open")
+        assert key not in shared_keys(server)
+        assert prober.state is HALF_OPEN and prober.applied == []
+        assert "unexpected error" not in caplog.text
+        assert store.health.reconnects == 0 and store.health.last_error is None
+    finally:
+        fleet.close()
+
+
+def test_a_finished_probe_fetches_no_lease_nobody_asked_for(server: Server) -> None:
+    """A request waited for a lease and got it; its probe succeeds: the replica takes no
+    second slot of the fleet's budget on its own (only a released lease is passed on to
+    a request still waiting)."""
+    fleet = Fleet(server.url)
+    try:
+        prober = fleet.replica()
+        store = fleet.stores[0]
+        witness = Member(CONFIG)  # a second key of the same store, to see its turn pass
+        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        prober.trip()
+        wait_until(lambda: len(shared_keys(server)) == 1, what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+        prober.half_open()
+        link = prober.link
+        assert link is not None
+        assert link.take_lease() is None  # refused: the store fetches one for it
+        wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+        lease = link.take_lease()
+        assert lease is not None
+        link.probe_done(lease, ProbeOutcome.SUCCESS)
+        witness.trip()  # queued after the result: its key shows the result's turn passed
+        wait_until(lambda: len(shared_keys(server)) == 2, what="the witness's open")
+        fields = shared_keys(server)[key]
+        assert fields["ok"] == "1"
+        assert not [name for name in fields if name.startswith("L")]
+        assert not link.leases  # type: ignore[attr-defined]
+    finally:
+        fleet.close()
+
+
+def test_a_reset_replica_is_not_pulled_back_by_the_reconcile(server: Server) -> None:
+    """Manual control stays with its replica: a breaker reset() while the fleet is open
+    stays closed through reconciles that read the same open (only a newer fleet state
+    moves it)."""
+    fleet = Fleet(server.url, reconcile_interval=0.05)
+    try:
+        first, second = fleet.replica(), fleet.replica()
+        witness = Member(CONFIG)  # a key attached after KEY: settled after it in a pass
+        witness.link = fleet.stores[1].attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        first.trip()
+        wait_until(lambda: second.state is OPEN, what="the open")
+        second.state = CLOSED  # reset(): a local cause, never published
+        _reconciled(server, witness)
+        assert second.state is CLOSED
+        assert [state for state, _, _ in second.applied] == [OPEN]
+    finally:
+        fleet.close()
+
+
+def test_a_breaker_dropped_while_waiting_for_a_lease_is_passed_over(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A half-open breaker waits for a slot of a full budget and is dropped (without
+    detach) before the store asks again: the next ask passes it over, with no error."""
+    caplog.set_level(logging.INFO, logger="httpx_breaker.redis")
+    config = CONFIG.replace(half_open_max_requests=1)
+    fleet = Fleet(server.url)
+    try:
+        holder, waiter = fleet.replica(config), fleet.replica(config)
+        store = fleet.stores[1]
+        witness = Member(CONFIG)  # a second key of the waiter's store
+        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        holder.trip()
+        assert waiter.changed.wait(10)  # the open has reached it
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+        holder.half_open()
+        waiter.half_open()
+        assert holder.link is not None and waiter.link is not None
+        holder.link.take_lease()
+        wait_until(lambda: bool(holder.link.leases), what="the holder's lease")  # type: ignore[attr-defined]
+        assert holder.link.take_lease() is not None  # the budget is taken
+        assert waiter.link.take_lease() is None
+        wait_until(lambda: bool(store._retrying), what="the waiter to ask again later")
+        waiter.link = None
+        del waiter
+        gc.collect()
+        wait_until(lambda: not store._retrying, what="the next ask")
+        witness.trip()  # its key shows the store went on
+        wait_until(lambda: len(shared_keys(server)) == 2, what="the witness's open")
+        assert "unexpected error" not in caplog.text
+        assert store.health.reconnects == 0 and store.health.last_error is None
+    finally:
+        fleet.close()
+
+
+def test_a_half_open_offered_after_the_fleets_period_ended_stays_half_open(
+    server: Server,
+) -> None:
+    """A replica whose own period ended while its store was cut off offers its half-open
+    on reconnect; the fleet's period has ended too (an open with nothing left): the
+    replica stays half-open, and the others' periods end with the fleet's."""
+    fleet = Fleet(server.url, timeout=0.2)
+    try:
+        first, second = fleet.replica(), fleet.replica()
+        store = fleet.stores[1]
+        witness = Member(CONFIG)  # a key attached after KEY: settled after it
+        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        first.trip()
+        wait_until(lambda: second.state is OPEN, what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)  # the period has ended on the server's clock
+        server.freeze()
+        try:
+            witness.trip()  # sent, and given up on after the store's timeout
+            wait_until(lambda: not store.connected, what="the timeout")
+            second.clock.advance(31)
+            second.half_open()  # on its own clock, while cut off
+        finally:
+            server.thaw()
+        links = (second.link, witness.link)
+        wait_until(
+            lambda: all(x.acked == x.token for x in links),  # type: ignore[union-attr]
+            what="the reconcile after the reconnect",
+        )
+        assert second.state is HALF_OPEN
+        assert [state for state, _, _ in second.applied] == [OPEN]
+        wait_until(lambda: len(first.applied) == 1, what="the fleet's end of the period")
+        assert first.applied == [(OPEN, 0.0, "fleet")]
+    finally:
+        fleet.close()
+
+
+def test_a_lease_shorter_than_the_hold_is_kept_no_longer_than_it_lasts(
+    server: Server,
+) -> None:
+    """A lease of 0.3 s is usable for at most 0.3 s from when it was asked for, not for
+    the store's usual hold of a second."""
+    fleet = Fleet(server.url, lease_ttl=0.3)
+    try:
+        member = fleet.replica()
+        store = fleet.stores[0]
+        fleet.connected()
+        member.trip()
+        wait_until(lambda: len(shared_keys(server)) == 1, what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+        member.half_open()
+        link = member.link
+        assert link is not None
+        asked = store._clock()
+        link.take_lease()
+        wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+        leases = list(link.leases)  # type: ignore[attr-defined]
+        assert leases and all(asked < x.usable_until <= store._clock() + 0.3 for x in leases)
+    finally:
+        fleet.close()
+
+
+def test_a_half_open_replica_that_missed_the_close_learns_it_from_its_lease_request(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fleet closed and the message was lost: the half-open replica's next lease
+    request answers "closed", and the replica closes, with no error."""
+    caplog.set_level(logging.INFO, logger="httpx_breaker.redis")
+    fleet = Fleet(server.url, reconcile_interval=60.0)  # no reconcile tells it
+    try:
+        first, second = fleet.replica(), fleet.replica()
+        fleet.connected()
+        first.trip()
+        wait_until(lambda: second.state is OPEN, what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+        first.half_open()
+        wait_until(lambda: second.state is HALF_OPEN, what="the fleet's half-open")
+        with server.client() as client:  # closed without a message
+            epoch = int(client.hget(key, "e") or 0)
+            client.hset(key, mapping={"s": "c", "e": epoch + 1, "u": 0})
+        assert second.link is not None
+        assert second.link.take_lease() is None
+        wait_until(lambda: second.state is CLOSED, what="the close")
+        assert second.applied[-1] == (CLOSED, None, "fleet")
+        assert "unexpected error" not in caplog.text
+        assert fleet.stores[1].health.reconnects == 0
+    finally:
+        fleet.close()
+
+
+def test_a_round_of_slow_probes_reopens_every_replica(fleet: Fleet, server: Server) -> None:
+    """With a slow-call rate threshold, a fleet round whose probes all succeed slowly
+    reopens the fleet instead of closing it."""
+    config = CONFIG.replace(slow_call_duration=1.0, slow_call_rate_threshold=0.5)
+    prober, other = fleet.replica(config), fleet.replica(config)
+    fleet.connected()
+    prober.trip()
+    wait_until(lambda: other.state is OPEN, what="the open")
+    with server.client() as client:
+        [key] = client.keys("httpx-breaker:*:k:*")
+        client.hset(key, "u", 1)
+    prober.half_open()
+    link = prober.link
+    assert link is not None
+    leases = []
+    for _ in range(2):
+        link.take_lease()
+        wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+        lease = link.take_lease()
+        assert lease is not None
+        leases.append(lease)
+    for lease in leases:
+        link.probe_done(lease, ProbeOutcome.SLOW_SUCCESS)
+    wait_until(lambda: shared_keys(server)[key]["r"] == "1", what="the reopen")
+    assert shared_keys(server)[key]["s"] == "o"
+    wait_until(lambda: prober.state is OPEN and other.state is OPEN, what="every replica open")
+    for member in (prober, other):  # the prober from the result's answer, the other by message
+        state, left, _ = member.applied[-1]
+        assert state is OPEN and left is not None and 29 < left <= 30
+
+
+def test_a_replica_that_missed_the_open_learns_it_from_its_counts(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """share_counts: the fleet opened and the message was lost; the answer to the
+    replica's next batch of counts tells it, before any reconcile, with no error."""
+    caplog.set_level(logging.INFO, logger="httpx_breaker.redis")
+    config = CONFIG.replace(failure_threshold=100, window_size=10, failure_rate_threshold=0.5)
+    fleet = Fleet(server.url, share_counts=True, reconcile_interval=60.0)
+    try:
+        member = fleet.replica(config)
+        fleet.connected()
+        assert member.link is not None
+        redis_key = member.link.redis_key  # type: ignore[attr-defined]
+        with server.client() as client:  # opened elsewhere, without a message
+            seconds, micros = client.time()
+            now_ms = seconds * 1000 + micros // 1000
+            client.hset(redis_key, mapping={"s": "o", "e": 1, "t": now_ms, "u": now_ms + 30_000})
+        member.link.counted(False)
+        wait_until(lambda: member.state is OPEN, what="the open from the counts' answer")
+        [(state, left, _)] = member.applied
+        assert state is OPEN and left is not None and 29 < left <= 30
+        assert "unexpected error" not in caplog.text
+        assert fleet.stores[0].health.reconnects == 0
+    finally:
+        fleet.close()
+
+
+def test_a_replica_that_only_followed_the_fleet_does_not_restore_a_lost_key(
+    server: Server,
+) -> None:
+    """Only a replica whose own decision a state was offers it again when the fleet's
+    key is gone: one that merely followed the fleet's open leaves the key missing."""
+    fleet = Fleet(server.url, reconcile_interval=0.05)
+    try:
+        opener, follower = fleet.replica(), fleet.replica()
+        witness = Member(CONFIG)  # a key attached after KEY: settled after it in a pass
+        witness.link = fleet.stores[1].attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        opener.trip()
+        wait_until(lambda: follower.state is OPEN, what="the open")
+        fleet.stores[0].close()  # the opener is gone
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.delete(key)
+        _reconciled(server, witness)
+        assert key not in shared_keys(server)
+        assert follower.state is OPEN
+    finally:
+        fleet.close()
+
+
+def test_an_early_half_open_goes_back_to_open_for_a_short_remainder_too(
+    fleet: Fleet, server: Server
+) -> None:
+    """A replica half-open while the fleet's period has under a second left is put back
+    to OPEN for that remainder (only an ended period leaves it half-open)."""
+    first = fleet.replica()
+    fleet.connected()
+    first.trip()
+    with server.client() as client:
+        wait_until(lambda: len(client.keys("httpx-breaker:*:k:*")) == 1, what="the open")
+        [key] = client.keys("httpx-breaker:*:k:*")
+        seconds, micros = client.time()
+        client.hset(key, "u", seconds * 1000 + micros // 1000 + 900)
+    first.clock.advance(31)
+    first.half_open()
+    wait_until(lambda: first.state is OPEN, what="the correction")
+    state, left, _ = first.applied[-1]
+    assert state is OPEN and left is not None and 0 < left <= 0.9
+
+
+def test_counts_made_after_a_detach_are_not_sent(server: Server) -> None:
+    """share_counts: an outcome a request counts after its breaker was detached (it was
+    in flight) does not reach the fleet's window."""
+    config = CONFIG.replace(failure_threshold=100, window_size=10, failure_rate_threshold=0.5)
+    fleet = Fleet(server.url, share_counts=True)
+    try:
+        member = fleet.replica(config)
+        store = fleet.stores[0]
+        witness = Member(config)  # a second key of the same store: its counts go through
+        witness.link = store.attach("witness.example.com", witness, config)
+        fleet.connected()
+        link = member.link
+        assert link is not None
+        link.detach()
+        wait_until(lambda: store.health.keys == 1, what="the detach")
+
+        def outcomes_in_redis() -> int:
+            return sum(
+                int(value)
+                for fields in shared_keys(server).values()
+                for name, value in fields.items()
+                if name.startswith("a")
+            )
+
+        link.counted(True)  # in flight when the breaker was detached
+        witness.link.counted(False)
+        wait_until(lambda: outcomes_in_redis() >= 1, what="a batch of counts")
+        witness.link.counted(False)  # a later batch: the one before it has been sent
+        wait_until(lambda: outcomes_in_redis() >= 2, what="the next batch")
+        assert len(shared_keys(server)) == 1  # the witness's key only
+    finally:
+        fleet.close()
+
+
+class _Stalling(Member):
+    """A breaker whose `shared_view` holds the store's thread until released."""
+
+    def __init__(self, config: CircuitBreakerConfig) -> None:
+        super().__init__(config)
+        self.stalling = False
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def shared_view(self):  # type: ignore[no-untyped-def]
+        if self.stalling:
+            self.entered.set()
+            self.release.wait(10)
+        return super().shared_view()
+
+
+def test_a_local_close_that_reaches_the_fleet_after_a_newer_reopen_loses(
+    fleet: Fleet, server: Server
+) -> None:
+    """A replica's close waits in its store's queue while the fleet reopens elsewhere:
+    when it is offered, the fleet's newer state wins and the replica follows it."""
+    first, second = fleet.replica(), fleet.replica()
+    store = fleet.stores[0]
+    staller = _Stalling(CONFIG)  # a second key of the first store, to hold its thread
+    staller.link = store.attach("witness.example.com", staller, CONFIG)
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    with server.client() as client:
+        [key] = client.keys("httpx-breaker:*:k:*")
+        client.hset(key, "u", 1)
+        first.half_open()
+        wait_until(lambda: second.state is HALF_OPEN, what="the fleet's half-open")
+        staller.stalling = True
+        staller.trip()  # its answer reads its view: the store's thread waits there
+        assert staller.entered.wait(10)
+        first.close()  # queued behind the stalled work
+
+        def server_ms() -> int:
+            seconds, micros = client.time()
+            return int(seconds) * 1000 + int(micros) // 1000
+
+        closed_at = server_ms()
+        wait_until(lambda: server_ms() - closed_at >= 20, what="the close to age")
+        now_ms = server_ms()  # the fleet reopens elsewhere, after the close (no message)
+        epoch = int(client.hget(key, "e") or 0)
+        client.hset(key, mapping={"s": "o", "e": epoch + 1, "t": now_ms, "u": now_ms + 30_000})
+        staller.release.set()
+        link = first.link
+        assert link is not None
+        wait_until(lambda: link.acked == link.token, what="the close's answer")  # type: ignore[attr-defined]
+        assert client.hget(key, "s") == "o"
+    assert first.state is OPEN
+    state, left, _ = first.applied[-1]
+    assert state is OPEN and left is not None and 29 < left <= 30
+
+
+def test_a_replica_asks_for_a_lease_no_longer_than_a_request_waits(server: Server) -> None:
+    """While the fleet's probe budget is taken, a refused request's store asks again for
+    a while, then stops: when the slot comes free after that, it fetches no lease that
+    nobody waits for."""
+    config = CONFIG.replace(half_open_max_requests=1)
+    # The holder's lease outlasts the test; frequent reconciles keep the store busy.
+    fleet = Fleet(server.url, lease_ttl=60.0, reconcile_interval=0.05)
+    try:
+        holder, waiter = fleet.replica(config), fleet.replica(config)
+        store = fleet.stores[1]
+        witness = Member(CONFIG)  # a key attached after KEY: settled after it in a pass
+        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        holder.trip()
+        wait_until(lambda: waiter.state is OPEN, what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+        holder.half_open()
+        waiter.half_open()
+        assert holder.link is not None and waiter.link is not None
+        holder.link.take_lease()
+        wait_until(lambda: bool(holder.link.leases), what="the holder's lease")  # type: ignore[attr-defined]
+        lease = holder.link.take_lease()
+        assert lease is not None  # the budget is taken
+        assert waiter.link.take_lease() is None
+        wait_until(lambda: bool(store._retrying), what="the waiter to ask again later")
+        wait_until(lambda: not store._retrying, what="the asking to stop")
+        holder.link.probe_done(lease, ProbeOutcome.IGNORED)  # the slot comes free
+        with server.client() as client:
+            wait_until(
+                lambda: not [f for f in client.hkeys(key) if f.startswith("L")],
+                what="the slot to come free",
+            )
+        _reconciled(server, witness)
+        assert not waiter.link.leases  # type: ignore[attr-defined]
+    finally:
+        fleet.close()
+
+
+def test_share_counts_add_up_over_the_whole_window(server: Server) -> None:
+    """share_counts: outcomes a replica sent earlier in `window_duration` still count
+    when another replica's later outcomes bring the fleet to its minimum."""
+    config = CONFIG.replace(failure_threshold=100, window_size=8, failure_rate_threshold=0.5)
+    fleet = Fleet(server.url, share_counts=True)
+    try:
+        early, late = fleet.replica(config), fleet.replica(config)
+        fleet.connected()
+        assert early.link is not None and late.link is not None
+        for _ in range(4):
+            early.link.counted(True)
+        with server.client() as client:
+            key = early.link.redis_key  # type: ignore[attr-defined]
+
+            def server_ms() -> int:
+                seconds, micros = client.time()
+                return int(seconds) * 1000 + int(micros) // 1000
+
+            wait_until(lambda: client.hget(key, "s") == "c", what="the early counts")
+            sent_at = server_ms()
+            wait_until(lambda: server_ms() - sent_at >= 100, what="time to pass")
+        assert early.state is CLOSED  # 4 outcomes: under the minimum of 8
+        for _ in range(4):
+            late.link.counted(True)
+        wait_until(lambda: early.state is OPEN and late.state is OPEN, what="the fleet open")
+    finally:
+        fleet.close()
+
+
+def test_a_probers_own_reopen_after_its_failed_result_writes_nothing_more(
+    fleet: Fleet, server: Server
+) -> None:
+    """The failed probe's result reopened the fleet; the prober's own reopen that
+    follows it finds the fleet there already and is not offered again (no second
+    write, no second message restarting the period)."""
+    prober, other = fleet.replica(), fleet.replica()
+    fleet.connected()
+    prober.trip()
+    wait_until(lambda: other.state is OPEN, what="the open")
+    with server.client() as client:
+        [key] = client.keys("httpx-breaker:*:k:*")
+        client.hset(key, "u", 1)
+    prober.half_open()
+    link = prober.link
+    assert link is not None
+    link.take_lease()
+    wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+    lease = link.take_lease()
+    assert lease is not None
+    channel = fleet.stores[0]._channel
+    with server.client() as client, client.pubsub() as pubsub:
+        pubsub.subscribe(channel)
+        link.probe_done(lease, ProbeOutcome.FAILURE)
+        prober.reopen()  # as the breaker publishes its reopen after the probe's end
+        wait_until(lambda: link.acked == link.token, what="the reopen's turn")  # type: ignore[attr-defined]
+        client.publish(channel, "end")  # every message before it arrives before it
+        causes = []
+        while True:
+            message = pubsub.get_message(timeout=5)
+            assert message is not None
+            if message["type"] != "message":
+                continue
+            if message["data"] == "end":
+                break
+            causes.append(message["data"].split("|")[5])
+    assert causes == ["probe_failed"]
+
+
+def test_a_local_open_older_than_the_fleets_open_takes_the_fleets_period(
+    server: Server,
+) -> None:
+    """A replica opened on its own while its store was cut off; meanwhile the fleet
+    opened too, later: on reconnect the replica takes the fleet's remaining period
+    instead of offering its own older open."""
+    fleet = Fleet(server.url, timeout=0.2)
+    try:
+        first = fleet.replica()
+        store = fleet.stores[0]
+        witness = Member(CONFIG)  # a second key of the store, to cut it off
+        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        assert first.link is not None
+        redis_key = first.link.redis_key  # type: ignore[attr-defined]
+        peek = store._peek
+
+        def fleet_opens_then_peek(links):  # type: ignore[no-untyped-def]
+            # The fleet's own open, later than the replica's, lands before the reading.
+            with server.client() as client:
+                seconds, micros = client.time()
+                now_ms = seconds * 1000 + micros // 1000
+                client.hset(
+                    redis_key,
+                    mapping={"s": "o", "e": now_ms * 1000, "t": now_ms, "u": now_ms + 45_000},
+                )
+            store._peek = peek  # type: ignore[method-assign]
+            return peek(links)
+
+        server.freeze()
+        try:
+            witness.trip()  # sent, and given up on after the store's timeout
+            wait_until(lambda: not store.connected, what="the timeout")
+            first.trip()  # on its own, while cut off
+            store._peek = fleet_opens_then_peek  # type: ignore[method-assign]
+        finally:
+            server.thaw()
+        wait_until(lambda: bool(first.applied), what="the fleet's period")
+        state, left, _ = first.applied[-1]
+        assert state is OPEN and left is not None and 44 < left <= 45
+    finally:
+        fleet.close()
+
+
+def test_a_reset_replica_is_not_pulled_back_by_the_answer_to_its_counts(
+    server: Server,
+) -> None:
+    """share_counts: a breaker reset() while the fleet is open counts outcomes again;
+    the answer to them (the same open it has followed) does not reopen it."""
+    config = CONFIG.replace(failure_threshold=100, window_size=10, failure_rate_threshold=0.5)
+    fleet = Fleet(server.url, share_counts=True)
+    try:
+        first, second = fleet.replica(config), fleet.replica(config)
+        witness = Member(config)  # a second key of the second store: its counts go through
+        witness.link = fleet.stores[1].attach("witness.example.com", witness, config)
+        fleet.connected()
+        first.trip()
+        wait_until(lambda: second.state is OPEN, what="the open")
+        second.state = CLOSED  # reset(): a local cause, never published
+        assert second.link is not None and witness.link is not None
+
+        def outcomes_in_redis() -> int:
+            return sum(
+                int(value)
+                for fields in shared_keys(server).values()
+                for name, value in fields.items()
+                if name.startswith("a")
+            )
+
+        second.link.counted(False)
+        witness.link.counted(False)
+        wait_until(lambda: outcomes_in_redis() >= 1, what="a batch of counts")
+        witness.link.counted(False)  # a later batch: the one before it has been answered
+        wait_until(lambda: outcomes_in_redis() >= 2, what="the next batch")
+        assert second.state is CLOSED
+        assert [state for state, _, _ in second.applied] == [OPEN]
+    finally:
+        fleet.close()
+
+
+def test_a_local_close_newer_than_a_fleet_change_it_missed_wins(
+    fleet: Fleet, server: Server
+) -> None:
+    """The fleet reopened elsewhere and the message was lost; a moment later this
+    replica's probes close it: its close is the newer state, and the fleet closes."""
+    first, second = fleet.replica(), fleet.replica()
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    with server.client() as client:
+        [key] = client.keys("httpx-breaker:*:k:*")
+        client.hset(key, "u", 1)
+        first.half_open()
+        wait_until(lambda: second.state is HALF_OPEN, what="the fleet's half-open")
+
+        def server_ms() -> int:
+            seconds, micros = client.time()
+            return int(seconds) * 1000 + int(micros) // 1000
+
+        now_ms = server_ms()  # reopened elsewhere, without a message
+        epoch = int(client.hget(key, "e") or 0)
+        client.hset(key, mapping={"s": "o", "e": epoch + 1, "t": now_ms, "u": now_ms + 30_000})
+        wait_until(lambda: server_ms() - now_ms >= 50, what="the reopen to age")
+        first.close()
+        wait_until(lambda: second.state is CLOSED, what="the close")
+        assert client.hget(key, "s") == "c"
+    assert first.state is CLOSED and first.applied == []
+
+
+def test_a_half_open_replica_that_missed_a_reopen_learns_it_from_its_lease_request(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fleet reopened and the message was lost: the half-open replica's next lease
+    request is told to wait, and the replica goes back to OPEN for the fleet's period."""
+    caplog.set_level(logging.INFO, logger="httpx_breaker.redis")
+    fleet = Fleet(server.url, reconcile_interval=60.0)  # no reconcile tells it
+    try:
+        first, second = fleet.replica(), fleet.replica()
+        fleet.connected()
+        first.trip()
+        wait_until(lambda: second.state is OPEN, what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+            first.half_open()
+            wait_until(lambda: second.state is HALF_OPEN, what="the fleet's half-open")
+            seconds, micros = client.time()  # reopened, without a message
+            now_ms = int(seconds) * 1000 + int(micros) // 1000
+            epoch = int(client.hget(key, "e") or 0)
+            client.hset(key, mapping={"s": "o", "e": epoch + 1, "t": now_ms, "u": now_ms + 30_000})
+        assert second.link is not None
+        assert second.link.take_lease() is None
+        wait_until(lambda: second.state is OPEN, what="the reopen")
+        state, left, _ = second.applied[-1]
+        assert state is OPEN and left is not None and 29 < left <= 30
+        assert "unexpected error" not in caplog.text
+        assert fleet.stores[1].health.reconnects == 0
+    finally:
+        fleet.close()
+
+
+def test_an_unreachable_server_is_logged_once_not_at_every_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store keeps trying to connect; the warning that breakers work locally comes
+    once, when the server is first found missing, not at every attempt."""
+    with running(KINDS[0]) as server:
+        server.stop()
+        caplog.set_level(logging.INFO, logger="httpx_breaker.redis")
+        store = RedisStore.from_url(server.url, namespace="checkout", timeout=0.2)
+        try:
+            attempts: list[None] = []
+            connect = store._connect
+
+            def counted_connect() -> None:
+                attempts.append(None)
+                connect()
+
+            store._connect = counted_connect  # type: ignore[method-assign]
+            wait_until(lambda: len(attempts) >= 3, what="three more attempts")
+            warnings_logged = [
+                record
+                for record in caplog.records
+                if record.name == "httpx_breaker.redis" and record.levelno == logging.WARNING
+            ]
+            assert len(warnings_logged) == 1
+            assert "unreachable" in warnings_logged[0].getMessage()
+        finally:
+            store.close()
+
+
+def test_messages_of_another_format_are_ignored(
+    fleet: Fleet, server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Only version-1 messages of seven fields are read: a later format (another first
+    field) or a short message on the channel changes nothing and breaks nothing."""
+    caplog.set_level(logging.INFO, logger="httpx_breaker.redis")
+    first, second = fleet.replica(), fleet.replica()
+    fleet.connected()
+    assert second.link is not None
+    ref = second.link.ref  # type: ignore[attr-defined]
+    channel = fleet.stores[1]._channel
+    with server.client() as client:
+        client.publish(channel, f"2|{ref}|{10**18}|o|90000|failure_threshold|elsewhere")
+        client.publish(channel, "1|short")
+    first.trip()  # a real message after them: they have been read when it arrives
+    wait_until(lambda: second.state is OPEN, what="the open")
+    [(state, left, _)] = second.applied
+    assert state is OPEN and left is not None and 29 < left <= 30
+    assert fleet.stores[1].health.messages == 1
+    assert "unexpected error" not in caplog.text
+
+
+def test_a_message_older_than_the_state_a_replica_follows_is_ignored(
+    fleet: Fleet, server: Server
+) -> None:
+    """Messages can arrive late: one whose epoch is older than the fleet state a replica
+    already follows does not move it back."""
+    first, second = fleet.replica(), fleet.replica()
+    witness = Member(CONFIG)  # a second key of the second store
+    witness.link = fleet.stores[1].attach("witness.example.com", witness, CONFIG)
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    assert second.link is not None
+    with server.client() as client:
+        [key] = client.keys("httpx-breaker:*:k:*")
+        epoch = int(client.hget(key, "e") or 0)
+        channel = fleet.stores[1]._channel
+        ref = second.link.ref  # type: ignore[attr-defined]
+        client.publish(channel, f"1|{ref}|{epoch - 1}|c|0|probes_succeeded|elsewhere")
+        witness_ref = witness.link.ref  # type: ignore[attr-defined]
+        client.publish(channel, f"1|{witness_ref}|{epoch}|o|30000|failure_threshold|elsewhere")
+    wait_until(lambda: witness.state is OPEN, what="the message after the old one")
+    assert second.state is OPEN
+    assert [state for state, _, _ in second.applied] == [OPEN]
+
+
+def test_a_breaker_made_after_the_open_learns_it_before_any_reconcile(server: Server) -> None:
+    """The key a breaker attaches is read with its attach, not at the next reconcile;
+    two attached at once are both read."""
+    fleet = Fleet(server.url, reconcile_interval=60.0)
+    try:
+        first = fleet.replica()
+        fleet.connected()
+        first.trip()
+        wait_until(lambda: len(shared_keys(server)) == 1, what="the open")
+        store = RedisStore.from_url(server.url, namespace="checkout", reconcile_interval=60.0)
+        fleet.stores.append(store)
+        wait_until(lambda: store.connected, what="the late store")
+        late, twin = Member(CONFIG), Member(CONFIG)
+        late.link = store.attach(KEY, late, CONFIG)
+        twin.link = store.attach(KEY, twin, CONFIG)
+        wait_until(lambda: late.state is OPEN and twin.state is OPEN, what="the late open")
+        for member in (late, twin):
+            [(state, left, _)] = member.applied
+            assert state is OPEN and left is not None and 29 < left <= 30
+    finally:
+        fleet.close()
+
+
+def test_the_jitter_of_a_fleet_period_is_at_most_the_configured_fraction(
+    fleet: Fleet,
+) -> None:
+    """With jitter=0.1 the fleet's open period is the base period plus at most a tenth."""
+    config = CONFIG.replace(jitter=0.1)
+    first, second = fleet.replica(config), fleet.replica(config)
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    [(state, left, _)] = second.applied
+    assert state is OPEN and left is not None and 29 < left <= 33
+
+
+def test_a_key_detached_while_the_server_is_unreachable_is_forgotten(server: Server) -> None:
+    """A breaker dropped from its registry during an outage is forgotten all the same."""
+    fleet = Fleet(server.url, timeout=0.2)
+    try:
+        member = fleet.replica()
+        store = fleet.stores[0]
+        fleet.connected()
+        server.stop()
+        wait_until(lambda: not store.connected, what="the loss")
+        assert member.link is not None
+        member.link.detach()
+        wait_until(lambda: store.health.keys == 0, what="the detach")
+    finally:
+        fleet.close()
+
+
+def test_the_lag_is_the_age_of_a_message_and_never_negative(fleet: Fleet, server: Server) -> None:
+    """The lag of a message is how long ago the server stamped it; clocks disagree a
+    little: one stamped later than this replica's reading of the server's clock counts
+    as no lag at all, never a negative one."""
+    member = fleet.replica()
+    fleet.connected()
+    assert member.link is not None
+    store = fleet.stores[0]
+    ref = member.link.ref  # type: ignore[attr-defined]
+    with server.client() as client:
+        seconds, micros = client.time()
+        now_us = int(seconds) * 1_000_000 + int(micros)
+        behind_us, ahead_us = now_us - 3600 * 1_000_000, now_us + 3600 * 1_000_000
+        client.publish(store._channel, f"1|{ref}|{behind_us}|o|30000|failure_threshold|elsewhere")
+        wait_until(lambda: store.health.messages == 1, what="the late message")
+        lag = store.health.lag
+        assert lag is not None and 3600 <= lag < 3660  # an hour late, as stamped
+        client.publish(store._channel, f"1|{ref}|{ahead_us}|o|30000|failure_threshold|elsewhere")
+        wait_until(lambda: store.health.messages == 2, what="the early message")
+    assert store.health.lag == 0.0
+
+
+def test_a_replicas_own_message_does_not_undo_what_it_did_since(
+    fleet: Fleet, server: Server
+) -> None:
+    """A replica's trip comes back on the channel after the server's answer: by then the
+    breaker may have moved on (a reset right after), and its own message does not
+    reopen it."""
+    first, second = fleet.replica(), fleet.replica()
+    store = fleet.stores[0]
+    staller = _Stalling(CONFIG)  # a second key of the first store, to hold its thread
+    staller.link = store.attach("witness.example.com", staller, CONFIG)
+    fleet.connected()
+    staller.stalling = True
+    first.trip()
+    staller.trip()  # after the first's answer, its view holds the store's thread
+    assert staller.entered.wait(10)
+    wait_until(lambda: second.state is OPEN, what="the trip's message")
+    first.state = CLOSED  # reset() right after: a local cause, never published
+    staller.stalling = False
+    staller.release.set()
+    with server.client() as client:  # another's message, after its own on the channel
+        client.publish(store._channel, "1|nobody|1|c|0|probes_succeeded|elsewhere")
+    wait_until(lambda: store.health.messages == 1, what="the first store to read on")
+    assert first.state is CLOSED and first.applied == []
+
+
+def test_a_cap_on_the_period_caps_the_fleets_period(fleet: Fleet) -> None:
+    """max_reset_timeout bounds the fleet's open period; a period under it is kept."""
+    config = CONFIG.replace(max_reset_timeout=45.0)
+    first, second = fleet.replica(config), fleet.replica(config)
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    [(state, left, _)] = second.applied
+    assert state is OPEN and left is not None and 29 < left <= 30
+
+
+def test_a_lease_asked_for_as_the_server_went_away_is_asked_for_again(
+    server: Server,
+) -> None:
+    """A half-open request's ask for a lease was still queued when the store lost the
+    server (dropped with the rest): after the reconnect, the next request asks again
+    and gets one."""
+    fleet = Fleet(server.url, timeout=0.2)
+    try:
+        first = fleet.replica()
+        store = fleet.stores[0]
+        witness = Member(CONFIG)  # a second key of the store, to cut it off
+        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        fleet.connected()
+        first.trip()
+        with server.client() as client:
+            wait_until(lambda: len(client.keys("httpx-breaker:*:k:*")) == 1, what="the open")
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)
+        first.half_open()
+        link = first.link
+        assert link is not None
+        wait_until(lambda: link.acked == link.token, what="the half-open's answer")  # type: ignore[attr-defined]
+        server.freeze()
+        try:
+            witness.trip()  # sent: the store's thread waits for its timeout
+            assert link.take_lease() is None  # queued behind it
+            wait_until(lambda: not store.connected, what="the timeout")
+        finally:
+            server.thaw()
+        fleet.connected()
+        assert link.take_lease() is None  # no lease yet: this one asks the fleet
+        wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+    finally:
+        fleet.close()
+
+
+def test_reconnection_attempts_back_off(server: Server) -> None:
+    """While the server is unreachable the store waits longer after each failed attempt
+    (a random pause up to a doubling bound), not ever shorter."""
+    server.stop()
+    store = RedisStore.from_url(server.url, namespace="checkout", timeout=0.2)
+    try:
+        pauses: list[float] = []
+        pause = store._pause
+
+        def recorded_pause(seconds: float) -> None:
+            pauses.append(seconds)
+            pause(seconds)
+
+        store._pause = recorded_pause  # type: ignore[method-assign]
+        wait_until(lambda: len(pauses) >= 4, what="four failed attempts")
+        # Each pause is drawn from [bound / 2, bound], the bound doubling after every
+        # attempt: the fourth's least is four times the first's most.
+        first, fourth = pauses[0], pauses[3]
+        assert fourth >= 2 * first
+    finally:
+        store.close()
+
+
+def test_a_period_under_a_second_is_kept_without_a_retry_after(fleet: Fleet) -> None:
+    """Without Retry-After there is no floor: a 0.5 s open period stays 0.5 s."""
+    config = CONFIG.replace(reset_timeout=0.5)
+    first, second = fleet.replica(config), fleet.replica(config)
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: bool(second.applied), what="the open")
+    [(state, left, _)] = second.applied
+    assert state is OPEN and left is not None and 0 <= left <= 0.5
+
+
+def test_share_counts_send_exactly_the_outcomes_counted(server: Server) -> None:
+    """share_counts: the fleet's window holds what the replica counted, no more."""
+    config = CONFIG.replace(failure_threshold=100, window_size=10, failure_rate_threshold=0.9)
+    fleet = Fleet(server.url, share_counts=True)
+    try:
+        member = fleet.replica(config)
+        fleet.connected()
+        assert member.link is not None
+        for failed in (True, False, True):
+            member.link.counted(failed)
+
+        def summed(prefix: str) -> int:
+            return sum(
+                int(value)
+                for fields in shared_keys(server).values()
+                for name, value in fields.items()
+                if name.startswith(prefix)
+            )
+
+        wait_until(lambda: summed("a") >= 3, what="the counts")
+        assert (summed("f"), summed("a")) == (2, 3)
+        member.link.counted(False)  # a later batch starts from nothing
+        wait_until(lambda: summed("a") >= 4, what="the next batch")
+        assert (summed("f"), summed("a")) == (2, 4)
+    finally:
+        fleet.close()
+
+
+def test_a_detached_link_is_inactive_at_once(fleet: Fleet) -> None:
+    """detach() takes effect on the caller's thread: the link stops being active before
+    the store's thread has forgotten it."""
+    member = fleet.replica()
+    fleet.connected()
+    link = member.link
+    assert link is not None and link.active
+    link.detach()
+    assert not link.active
+
+
+def test_refused_requests_queue_one_lease_ask_at_a_time(fleet: Fleet, server: Server) -> None:
+    """However many half-open requests are refused before the store's thread gets to
+    them, one ask for a lease is queued."""
+    first = fleet.replica()
+    store = fleet.stores[0]
+    staller = _Stalling(CONFIG)  # a second key of the store, to hold its thread
+    staller.link = store.attach("witness.example.com", staller, CONFIG)
+    fleet.connected()
+    first.trip()
+    with server.client() as client:
+        wait_until(lambda: len(client.keys("httpx-breaker:*:k:*")) == 1, what="the open")
+        [key] = client.keys("httpx-breaker:*:k:*")
+        client.hset(key, "u", 1)
+    first.half_open()
+    link = first.link
+    assert link is not None
+    wait_until(lambda: link.acked == link.token, what="the half-open's answer")  # type: ignore[attr-defined]
+    staller.stalling = True
+    staller.trip()
+    assert staller.entered.wait(10)
+    try:
+        for _ in range(50):
+            assert link.take_lease() is None
+        assert store.health.queued == 1
+    finally:
+        staller.stalling = False
+        staller.release.set()
+    wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+
+
+def test_the_defaults_keep_keys_ten_minutes_and_leases_ten_seconds(
+    fleet: Fleet, server: Server
+) -> None:
+    """By default a key outlives its last change (past its open period) by 600 s, a
+    probe lease lasts 10 s, and outcomes in CLOSED are not shared."""
+    member = fleet.replica()
+    fleet.connected()
+    link = member.link
+    assert link is not None and not link.counts
+    member.trip()
+    with server.client() as client:
+        wait_until(lambda: len(client.keys("httpx-breaker:*:k:*")) == 1, what="the open")
+        [key] = client.keys("httpx-breaker:*:k:*")
+        assert 600_000 < client.pttl(key) <= 630_000  # the open period, then 600 s
+        client.hset(key, "u", 1)
+        member.half_open()
+        link.take_lease()
+        wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+        [lease_field] = [f for f in client.hkeys(key) if f.startswith("L")]
+        seconds, micros = client.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        assert 9_000 < int(client.hget(key, lease_field) or 0) - now_ms <= 10_000
+
+
+def test_health_since_is_the_time_in_the_current_state(server: Server) -> None:
+    """`health.since` counts the seconds since the store entered its state: never more
+    than the store's own age."""
+    made = time.monotonic()
+    store = RedisStore.from_url(server.url, namespace="checkout")
+    try:
+        wait_until(lambda: store.connected, what="the connection")
+        health = store.health
+        assert health.state == "connected"
+        assert 0.0 <= health.since <= time.monotonic() - made
+    finally:
+        store.close()
+
+
+def test_a_store_never_closed_does_not_keep_the_process_alive() -> None:
+    """The store's thread is a daemon: a process that forgets close() still exits."""
+    code = textwrap.dedent(
+        """
+        from httpx_breaker.redis import RedisStore
+        store = RedisStore.from_url("redis://127.0.0.1:1/0", namespace="forgotten")
+        print("made", store.namespace)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "made forgotten" in done.stdout
+
+
+def test_metrics_read_disconnected_and_no_lag_before_any_message() -> None:
+    """An unreachable store's numbers: connected 0, and a lag that is not a number until
+    a message has been heard (an exporter leaves it out)."""
+    with running(KINDS[0]) as server:
+        server.stop()
+        store = RedisStore.from_url(server.url, namespace="checkout", timeout=0.2)
+        try:
+            wait_until(lambda: store.health.state == "disconnected", what="the failure")
+            metrics = store.metrics()
+            assert metrics["connected"] == 0.0
+            assert math.isnan(metrics["lag_seconds"])
+        finally:
+            store.close()
+
+
+def test_metrics_lag_is_the_health_lag_once_a_message_is_heard(fleet: Fleet) -> None:
+    """After a message the exported lag is the one `health` reports."""
+    first, second = fleet.replica(), fleet.replica()
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    store = fleet.stores[1]
+    assert store.metrics()["lag_seconds"] == store.health.lag
+
+
+@pytest.mark.parametrize(
+    ("url", "server"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://cache.internal/2", "redis://cache.internal/2"),
+        ("redis://:secret@[::1]:6380/0", "redis://***@[::1]:6380/0"),
+    ],
+)
+def test_the_server_is_named_without_credentials_and_with_its_port(url: str, server: str) -> None:
+    """`server` (as logs, health and exporters name the store) keeps host and port."""
+    store = RedisStore.from_url(url, namespace="checkout", timeout=0.2)
+    try:
+        assert store.server == server
+    finally:
+        store.close()
+
+
+def test_a_port_out_of_range_is_named_as_such() -> None:
+    """The error says what is wrong with the port, not only that the URL is bad."""
+    with pytest.raises(ValueError, match="has a port that is not a number from 1 to 65535"):
+        RedisStore.from_url("redis://127.0.0.1:99999/0", namespace="checkout")
+
+
+def test_a_period_longer_by_half_a_second_reaches_a_replica(fleet: Fleet) -> None:
+    """Two open periods are taken for the same one only within transit time: a
+    Retry-After that makes the fleet's period half a second longer is applied."""
+    first, second = fleet.replica(), fleet.replica()
+    fleet.connected()
+    first.trip()
+    wait_until(lambda: second.state is OPEN, what="the open")
+    assert first.link is not None
+    first.link.extended(30.5)
+    wait_until(lambda: len(second.applied) == 2, what="the longer period")
+    state, left, _ = second.applied[-1]
+    assert state is OPEN and left is not None and 30 < left <= 30.5
+
+
+@pytest.mark.parametrize("value", [True, "1", None])
+def test_seconds_must_be_numbers(value: object) -> None:
+    """A duration given as a bool, a string or None is a type error, not a duration."""
+    with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+        RedisStore.from_url("redis://127.0.0.1:6379/0", namespace="ok", timeout=value)  # type: ignore[arg-type]
+
+
+def test_a_namespace_may_be_200_characters_and_no_more() -> None:
+    """The namespace's length limit is 200 characters, inclusive."""
+    store = RedisStore.from_url("redis://127.0.0.1:1/0", namespace="n" * 200, timeout=0.2)
+    store.close()
+    assert store.namespace == "n" * 200
+    with pytest.raises(ValueError, match="at most 200"):
+        RedisStore.from_url("redis://127.0.0.1:1/0", namespace="n" * 201)
