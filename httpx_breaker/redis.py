@@ -1033,6 +1033,11 @@ class RedisStore:
                 self._retrying.discard(link)
                 link.retry_at = None
                 self._fetch_lease(link)
+                # Full again (the next ask) or granted (the hold): a new due time either way.
+                if link.retry_at is not None:
+                    wake_at = min(wake_at, link.retry_at)
+                with contextlib.suppress(IndexError):  # none granted, or already taken
+                    wake_at = min(wake_at, link.leases[0].usable_until)
             elif link.retry_at is not None:
                 wake_at = min(wake_at, link.retry_at)
         return wake_at

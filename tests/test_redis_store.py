@@ -1394,6 +1394,40 @@ def test_a_replica_asks_for_a_lease_no_longer_than_a_request_waits(server: Serve
         fleet.close()
 
 
+def test_a_replica_keeps_asking_for_a_lease_while_a_request_waits(server: Server) -> None:
+    """While the fleet's probe budget is taken, a refused request's store asks again every
+    0.1 s for the second a request waits, not once: each ask that finds the budget full
+    again sets the time of the next."""
+    config = CONFIG.replace(half_open_max_requests=1)
+    # The holder's lease outlasts the test; no reconcile runs scripts meanwhile.
+    fleet = Fleet(server.url, lease_ttl=60.0, reconcile_interval=60.0)
+    try:
+        holder, waiter = fleet.replica(config), fleet.replica(config)
+        fleet.connected()
+        holder.trip()
+        wait_until(lambda: waiter.state is OPEN, what="the open")
+        with server.client() as client:
+            [key] = client.keys("httpx-breaker:*:k:*")
+            client.hset(key, "u", 1)  # the open period has ended on the server's clock
+            holder.half_open()
+            waiter.half_open()
+            assert holder.link is not None and waiter.link is not None
+            holder.link.take_lease()
+            wait_until(lambda: bool(holder.link.leases), what="the holder's lease")  # type: ignore[attr-defined]
+            assert holder.link.take_lease() is not None  # the budget is taken
+
+            def scripts_run() -> int:
+                stats = client.info("commandstats").get("cmdstat_evalsha", {})
+                return int(stats.get("calls", 0))
+
+            before = scripts_run()
+            assert waiter.link.take_lease() is None  # one refusal, then no more requests
+            # The refusal's own ask and at least three more (one retry only, before).
+            wait_until(lambda: scripts_run() - before >= 4, what="the asks to go on")
+    finally:
+        fleet.close()
+
+
 def test_share_counts_add_up_over_the_whole_window(server: Server) -> None:
     """share_counts: outcomes a replica sent earlier in `window_duration` still count
     when another replica's later outcomes bring the fleet to its minimum."""
