@@ -695,6 +695,45 @@ def test_a_store_made_before_fork_works_in_the_child(fleet: Fleet, server: Serve
     inherited.close()
 
 
+def test_a_child_starts_unconnected_with_none_of_the_parents_work(server: Server) -> None:
+    """After fork() the child's store is connecting, not connected, until its own thread
+    connects; the parent's queued work is not the child's, and a lease ask the parent had
+    queued does not stop the child's refused requests from queueing their own."""
+    fleet = Fleet(server.url, timeout=30.0)  # the parent's worker hangs on the frozen server
+    try:
+        member = fleet.replica()
+        store = fleet.stores[0]
+        link = member.link
+        assert link is not None
+        fleet.connected()
+        server.freeze()
+        member.trip()
+        wait_until(lambda: store.health.queued == 0, what="the worker to take the trip")
+        assert link.take_lease() is None  # the ask is queued behind the hung trip
+        assert store.health.queued == 1
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about fork() in a process with threads: that is the case.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: its thread cannot connect to the frozen server
+            code = 1
+            try:
+                seen = (store.connected, store.health.state, store.health.queued)
+                refused = link.take_lease() is None
+                code = (
+                    0
+                    if (seen, refused, store.health.queued) == ((False, "connecting", 0), True, 1)
+                    else 3
+                )
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        server.thaw()
+        fleet.close()
+
+
 def test_the_stand_in_is_a_shared_breaker() -> None:
     """The stand-in implements the seam's breaker side (a check on the test itself)."""
     assert isinstance(Member(), SharedBreaker)
