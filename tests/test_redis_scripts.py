@@ -37,9 +37,16 @@ class Scripts:
         self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
         self.pubsub.subscribe(CHANNEL)
         assert self.pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        self.idle = self.closed = TTL_MS  # ms a key outlives its last write (open: its period)
 
-    def run(self, source: str, *args: Any, key: str = KEY, too_late: int = 0) -> list[Any]:
-        head = [CHANNEL, "ref1", "me", TTL_MS, TTL_MS]
+    def run(
+        self, source: str, *args: Any, key: str = KEY, too_late: int | None = None
+    ) -> list[Any]:
+        """As the store calls: the last argument a minute ahead of the server's clock."""
+        if too_late is None:
+            seconds, micros = self.client.time()
+            too_late = seconds * 1000 + micros // 1000 + 60_000
+        head = [CHANNEL, "ref1", "me", self.idle, self.closed]
         return list(self.client.eval(source, 1, key, *head, *args, too_late))
 
     def trip(self, *, base: int = 30_000, mult: float = 1.0, cap: int = -1,
@@ -54,15 +61,16 @@ class Scripts:
         return self.run(scripts.LEASE, ttl, budget, rounds)
 
     def result(self, lease_id: int, epoch: int, outcome: str, *, budget: int = 2,
-               slow_rate: float = -1.0, base: int = 30_000, mult: float = 1.0) -> list[Any]:  # fmt: skip
+               slow_rate: float = -1.0, base: int = 30_000, mult: float = 1.0,
+               jitter: float = 0.0) -> list[Any]:  # fmt: skip
         return self.run(scripts.RESULT, lease_id, epoch, outcome, budget, repr(slow_rate),
-                        base, repr(mult), -1, "0.0", 0)  # fmt: skip
+                        base, repr(mult), -1, repr(jitter), 0)  # fmt: skip
 
-    def push(self, state: str, left: int, rounds: int, age: int) -> list[Any]:
-        return self.run(scripts.PUSH, "0", state, left, rounds, age)
+    def push(self, state: str, left: int, rounds: int, age: int, *, known: int = 0) -> list[Any]:
+        return self.run(scripts.PUSH, known, state, left, rounds, age)
 
     def peek(self) -> list[Any]:
-        return self.run(scripts.PEEK)
+        return self.run(scripts.PEEK, too_late=0)  # reads only: the store sends no limit
 
     def field(self, name: str) -> str | None:
         value = self.client.hget(KEY, name)
@@ -138,6 +146,18 @@ def test_a_call_run_after_its_time_changes_nothing(lua: Scripts) -> None:
     assert fresh[3] == "opened"
 
 
+def test_an_epoch_ahead_of_the_servers_clock_still_grows(lua: Scripts) -> None:
+    """A key last written on a clock that ran ahead keeps the order of its states: the
+    next transition's epoch is one more than the last, never the lower clock reading."""
+    opened = lua.trip()
+    ahead = opened[1] + 10**12  # microseconds: some eleven days ahead
+    lua.client.hset(KEY, "e", ahead)
+    lua.end_open_period()
+    half = lua.half_open()
+    assert half[0] == "h" and half[1] == ahead + 1
+    assert lua.messages()[-1][2] == str(ahead + 1)
+
+
 def test_trip_is_a_no_op_while_half_open(lua: Scripts) -> None:
     """A replica that opened on its own joins a probing fleet instead of reopening it."""
     epoch = lua.half_opened()
@@ -179,6 +199,17 @@ def test_half_open_only_after_the_period_on_the_servers_clock(lua: Scripts) -> N
     assert [m[3] for m in lua.messages()] == ["o", "h"]
 
 
+def test_an_open_period_that_ended_has_no_time_left(lua: Scripts) -> None:
+    """Past its end an open key is half-open in effect: 0 ms left in answers and in the
+    messages (a half-open replica is not sent back to OPEN for a moment)."""
+    opened = lua.trip(base=60_000)
+    lua.end_open_period()
+    assert lua.peek()[:3] == ["o", opened[1], 0]
+    half = lua.half_open()
+    assert half[0] == "h" and half[2] == 0
+    assert [m[3:5] for m in lua.messages()] == [["o", "60000"], ["h", "0"]]
+
+
 def test_lease_waits_for_the_period_on_the_servers_clock(lua: Scripts) -> None:
     """No probe slot while the fleet's period runs, whatever a replica's clock says."""
     lua.trip(base=60_000)
@@ -215,6 +246,18 @@ def test_an_expired_lease_frees_its_slot(lua: Scripts) -> None:
     lua.expire_lease(held[4])
     again = lua.lease(budget=1)
     assert again[3] == "granted" and again[4] != held[4]
+    assert lua.field(f"L{held[4]}") is None  # dropped: dead replicas do not grow the key
+
+
+def test_a_reopen_frees_the_slots_of_its_round(lua: Scripts) -> None:
+    """The leases of a round that failed hold no slot in the next round: it gets the
+    whole probe budget at once, not after those leases expire."""
+    epoch = lua.half_opened()
+    failed, other = lua.lease(budget=2), lua.lease(budget=2)
+    assert lua.result(failed[4], epoch, "f")[3] == "reopened"
+    assert lua.field(f"L{other[4]}") is None
+    lua.end_open_period()
+    assert [lua.lease(budget=2)[3], lua.lease(budget=2)[3]] == ["granted", "granted"]
 
 
 def test_results_of_expired_unknown_or_old_leases_are_ignored(lua: Scripts) -> None:
@@ -232,6 +275,21 @@ def test_results_of_expired_unknown_or_old_leases_are_ignored(lua: Scripts) -> N
     # The round is over: the other lease of it proves nothing now.
     assert lua.result(old[4], epoch, "s", budget=3)[3] == "stale"
     assert lua.field("s") == "o" and lua.field("ok") == "0"
+    # A key the fleet forgot (expiry, restart) holds no lease at all.
+    lua.client.delete(KEY)
+    assert lua.result(old[4], epoch, "s", budget=3) == ["-", 0, 0, "stale"]
+
+
+def test_a_lease_id_of_a_forgotten_round_is_stale_in_the_new_one(lua: Scripts) -> None:
+    """After a restart lease ids start over: a result naming the id of a lease of the new
+    round, but the old round's epoch, proves nothing about the new round."""
+    old_epoch = lua.half_opened()
+    old = lua.lease(budget=1)
+    lua.client.flushall()  # the server restarted
+    new = lua.lease(budget=1)
+    assert new[3] == "granted" and new[4] == old[4] and new[1] != old_epoch
+    assert lua.result(old[4], old_epoch, "s", budget=1)[3] == "stale"
+    assert lua.field("s") == "h" and lua.field("ok") == "0"
 
 
 def test_enough_successes_close_and_reset_the_backoff(lua: Scripts) -> None:
@@ -270,6 +328,22 @@ def test_a_round_of_slow_probes_reopens(lua: Scripts) -> None:
     assert reply[0] == "o" and reply[3] == "reopened"
 
 
+def test_the_slow_rate_is_the_whole_rounds(lua: Scripts) -> None:
+    """The rate is of the round's probes, whichever came last: one slow of two fails a
+    round at 0.5 (a failed round: the backoff grows) and passes one at 1.0."""
+    epoch = lua.half_opened()
+    leases = [lua.lease(budget=2)[4], lua.lease(budget=2)[4]]
+    assert lua.result(leases[0], epoch, "w", slow_rate=0.5)[3] == "counted"
+    reply = lua.result(leases[1], epoch, "s", slow_rate=0.5, base=1_000, mult=2.0, jitter=0.5)
+    assert reply[0] == "o" and reply[3] == "reopened" and reply[2] == 3_000  # 1 s * 2 * 1.5
+    assert lua.field("r") == "1"
+    lua.end_open_period()
+    epoch = int(lua.half_open()[1])
+    leases = [lua.lease(budget=2)[4], lua.lease(budget=2)[4]]
+    assert lua.result(leases[0], epoch, "w", slow_rate=1.0)[3] == "counted"
+    assert lua.result(leases[1], epoch, "s", slow_rate=1.0)[3] == "closed"
+
+
 def test_a_lease_on_a_forgotten_key_restarts_the_round_quietly(lua: Scripts) -> None:
     """After a restart or expiry, a half-open replica may probe; nobody else is pulled in."""
     granted = lua.lease(budget=2, rounds=2)
@@ -290,15 +364,22 @@ def test_a_lease_on_a_closed_key_says_closed(lua: Scripts) -> None:
 def test_push_keeps_the_newer_state(lua: Scripts) -> None:
     """After an outage the newer of the fleet's state and a replica's wins."""
     assert lua.push("o", 20_000, 1, 0)[3] == "pushed"  # the fleet had nothing
-    assert lua.field("s") == "o"
+    assert lua.field("s") == "o" and lua.field("r") == "1"  # with the replica's backoff
     # A replica whose close is older than the fleet's open loses...
     assert lua.push("c", 0, 0, 60_000)[3] == "kept"
     assert lua.field("s") == "o"
     # ...one whose close came after it wins.
     lua.client.hset(KEY, "t", int(lua.field("t") or 0) - 120_000)
     assert lua.push("c", 0, 0, 60_000)[3] == "pushed"
-    assert lua.field("s") == "c"
+    assert lua.field("s") == "c" and lua.field("r") == "0"
     assert [m[3] for m in lua.messages()] == ["o", "c"]
+
+
+def test_a_push_from_a_replica_that_knew_the_fleets_state_wins(lua: Scripts) -> None:
+    """A replica that saw the fleet's last transition moved after it, however long ago."""
+    opened = lua.trip(base=60_000)
+    pushed = lua.push("c", 0, 0, 3_600_000, known=opened[1])
+    assert pushed[0] == "c" and pushed[3] == "pushed"
 
 
 def test_a_pushed_half_open_never_cuts_the_fleets_period_short(lua: Scripts) -> None:
@@ -307,12 +388,13 @@ def test_a_pushed_half_open_never_cuts_the_fleets_period_short(lua: Scripts) -> 
     kept = lua.push("h", 0, 0, 0)
     assert kept[3] == "kept" and kept[1] == opened[1] and lua.field("s") == "o"
     lua.end_open_period()
-    assert lua.push("h", 0, 0, 0)[3] == "pushed"
+    pushed = lua.push("h", 0, 0, 0)
+    assert pushed[3] == "pushed" and pushed[0] == "o" and pushed[2] == 0  # half-open in effect
 
 
 def test_peek_reads_without_writing(lua: Scripts) -> None:
     """Reconciling reads state, epoch and time left; a missing key reads as such."""
-    assert lua.peek()[0] == "-"
+    assert lua.peek() == ["-", 0, 0, "peek", 0]  # a missing key: no state, epoch 0
     assert not lua.client.exists(KEY)
     opened = lua.trip(base=30_000)
     seen = lua.peek()
@@ -331,6 +413,21 @@ def test_every_key_expires(lua: Scripts) -> None:
     assert 0 < lua.client.pttl(KEY + "2") <= TTL_MS
 
 
+def test_idle_and_closed_expiries_are_apart(lua: Scripts) -> None:
+    """Open: the period plus `idle`; half-open: `idle` after the last lease; closed:
+    `closed` (the store sends one value for both, the scripts keep them apart)."""
+    lua.idle, lua.closed = 100_000, 500_000
+    lua.trip(base=30_000)
+    assert 100_000 < lua.client.pttl(KEY) <= 130_000
+    lua.end_open_period()
+    epoch = int(lua.half_open()[1])
+    assert 0 < lua.client.pttl(KEY) <= 100_000
+    only = lua.lease(budget=1)
+    assert 100_000 < lua.client.pttl(KEY) <= 110_000
+    assert lua.result(only[4], epoch, "s", budget=1)[3] == "closed"
+    assert 130_000 < lua.client.pttl(KEY) <= 500_000
+
+
 def test_shared_counts_open_the_fleet_on_its_failure_rate(lua: Scripts) -> None:
     """No replica alone has enough outcomes; together they reach the rate and open."""
 
@@ -347,6 +444,64 @@ def test_shared_counts_open_the_fleet_on_its_failure_rate(lua: Scripts) -> None:
     assert [m[5] for m in lua.messages()] == ["fleet_failure_rate"]
     # Open now: counts are not added while the fleet is not closed.
     assert count(5, 5)[3] == "unchanged"
+
+
+def test_shared_counts_open_at_the_rate_once_the_minimum_is_in(lua: Scripts) -> None:
+    """Below the failure rate the fleet stays closed, its counts kept, in a closed key;
+    the rate reached (equal is enough) with the minimum of outcomes, it opens."""
+
+    def count(failed: int, total: int) -> list[Any]:
+        return lua.run(scripts.COUNT, failed, total, 60_000, 10, 3, "0.5", 30_000, "1.0",
+                       -1, "0.0", 0)  # fmt: skip
+
+    below = count(1, 3)
+    assert below[:3] == ["c", 0, 0] and below[3] == "counted" and below[4:] == [1, 3]
+    assert lua.field("s") == "c" and lua.field("r") == "0"
+    at = count(1, 1)
+    assert at[0] == "o" and at[3] == "opened"
+
+
+def test_shared_counts_open_for_the_period_they_are_given(lua: Scripts) -> None:
+    """A key the counts open (here at once: a minimum of one) opens for base, jitter on
+    top, under the cap, with no failed round behind it."""
+    key = KEY + "2"
+    opened = lua.run(scripts.COUNT, 1, 1, 60_000, 10, 1, "0.5", 30_000, "2.0", 40_000,
+                     "0.25", 0, key=key)  # fmt: skip
+    assert opened[0] == "o" and opened[3] == "opened" and opened[2] == 37_500
+    assert lua.client.hget(key, "r") == "0"
+
+
+def test_shared_counts_are_those_of_the_window(lua: Scripts) -> None:
+    """Counts live in buckets a tenth of the window wide: a bucket as old as the window is
+    dropped from the key, a younger one still counts."""
+
+    def count(failed: int, total: int) -> list[Any]:
+        return lua.run(scripts.COUNT, failed, total, 60_000, 10, 100, "0.5", 30_000, "1.0",
+                       -1, "0.0", 0)  # fmt: skip
+
+    assert count(0, 1)[4:] == [0, 1]
+    seconds, micros = lua.client.time()
+    bucket = (seconds * 1000 + micros // 1000) // 6_000
+    lua.client.hset(KEY, mapping={f"a{bucket - 5}": 3, f"f{bucket - 5}": 3,
+                                  f"a{bucket - 10}": 50, f"f{bucket - 10}": 50})  # fmt: skip
+    assert count(1, 1)[4:] == [4, 5]
+    assert lua.field(f"a{bucket - 10}") is None and lua.field(f"f{bucket - 10}") is None
+
+
+def test_a_fleet_that_closes_counts_afresh(lua: Scripts) -> None:
+    """The outcomes that opened the fleet are not held against it once it has closed."""
+
+    def count(failed: int, total: int) -> list[Any]:
+        return lua.run(scripts.COUNT, failed, total, 60_000, 10, 4, "0.5", 30_000, "1.0",
+                       -1, "0.0", 0)  # fmt: skip
+
+    assert count(4, 4)[3] == "opened"
+    lua.end_open_period()
+    epoch = int(lua.half_open()[1])
+    only = lua.lease(budget=1)
+    assert lua.result(only[4], epoch, "s", budget=1)[3] == "closed"
+    after = count(1, 1)
+    assert after[3] == "counted" and after[4:] == [1, 1]
 
 
 def test_scripts_touch_only_their_key(lua: Scripts) -> None:
