@@ -80,9 +80,10 @@ def patient_fleet(server: Server) -> Iterator[Fleet]:
 
 
 def _end_the_period(server: Server) -> str:
-    """End the shared key's open period on the server's clock (a replica asking for a
-    lease finds the fleet half-open in effect); the key."""
+    """End the shared key's open period on the server's clock, once the key is there (a
+    replica asking for a lease finds the fleet half-open in effect); the key."""
     with server.client() as client:
+        wait_until(lambda: len(client.keys("httpx-breaker:*:k:*")) == 1, what="the open")
         [key] = client.keys("httpx-breaker:*:k:*")
         client.hset(key, "u", 1)
     return key
@@ -989,7 +990,6 @@ def test_a_probe_result_for_a_key_the_fleet_forgot_changes_nothing(
         witness.link = store.attach("witness.example.com", witness, CONFIG)
         fleet.connected()
         prober.trip()
-        wait_until(lambda: len(shared_keys(server)) == 1, what="the open")
         key = _end_the_period(server)
         prober.half_open()
         link = prober.link
@@ -1023,7 +1023,6 @@ def test_a_finished_probe_fetches_no_lease_nobody_asked_for(server: Server) -> N
         witness.link = store.attach("witness.example.com", witness, CONFIG)
         fleet.connected()
         prober.trip()
-        wait_until(lambda: len(shared_keys(server)) == 1, what="the open")
         key = _end_the_period(server)
         prober.half_open()
         link = prober.link
@@ -1148,7 +1147,6 @@ def test_a_lease_shorter_than_the_hold_is_kept_no_longer_than_it_lasts(
         store = fleet.stores[0]
         fleet.connected()
         member.trip()
-        wait_until(lambda: len(shared_keys(server)) == 1, what="the open")
         _end_the_period(server)
         member.half_open()
         link = member.link
@@ -1862,10 +1860,7 @@ def test_a_lease_asked_for_as_the_server_went_away_is_asked_for_again(
         witness.link = store.attach("witness.example.com", witness, CONFIG)
         fleet.connected()
         first.trip()
-        with server.client() as client:
-            wait_until(lambda: len(client.keys("httpx-breaker:*:k:*")) == 1, what="the open")
-            [key] = client.keys("httpx-breaker:*:k:*")
-            client.hset(key, "u", 1)
+        _end_the_period(server)
         first.half_open()
         link = first.link
         assert link is not None
@@ -1968,10 +1963,7 @@ def test_refused_requests_queue_one_lease_ask_at_a_time(
     staller.link = store.attach("witness.example.com", staller, CONFIG)
     patient_fleet.connected()
     first.trip()
-    with server.client() as client:
-        wait_until(lambda: len(client.keys("httpx-breaker:*:k:*")) == 1, what="the open")
-        [key] = client.keys("httpx-breaker:*:k:*")
-        client.hset(key, "u", 1)
+    _end_the_period(server)
     first.half_open()
     link = first.link
     assert link is not None
