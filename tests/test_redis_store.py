@@ -89,6 +89,13 @@ def _end_the_period(server: Server) -> str:
     return key
 
 
+def _second_key(store: RedisStore, member: Member) -> Member:
+    """`member`, sharing a second key ("witness.example.com") through `store`: its work,
+    queued after another key's, shows when the store's thread got past that."""
+    member.link = store.attach("witness.example.com", member, member.config)
+    return member
+
+
 def shared_keys(server: Server) -> dict[str, dict[str, str]]:
     with server.client() as client:
         return {key: client.hgetall(key) for key in client.keys("httpx-breaker:*:k:*")}
@@ -986,8 +993,8 @@ def test_a_probe_result_for_a_key_the_fleet_forgot_changes_nothing(
     try:
         prober = fleet.replica()
         store = fleet.stores[0]
-        witness = Member(CONFIG)  # a second key of the same store, to see its turn pass
-        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        # A second key of the same store, to see its turn pass.
+        witness = _second_key(store, Member(CONFIG))
         fleet.connected()
         prober.trip()
         key = _end_the_period(server)
@@ -1019,8 +1026,8 @@ def test_a_finished_probe_fetches_no_lease_nobody_asked_for(server: Server) -> N
     try:
         prober = fleet.replica()
         store = fleet.stores[0]
-        witness = Member(CONFIG)  # a second key of the same store, to see its turn pass
-        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        # A second key of the same store, to see its turn pass.
+        witness = _second_key(store, Member(CONFIG))
         fleet.connected()
         prober.trip()
         key = _end_the_period(server)
@@ -1049,8 +1056,8 @@ def test_a_reset_replica_is_not_pulled_back_by_the_reconcile(server: Server) -> 
     fleet = Fleet(server.url, reconcile_interval=0.05)
     try:
         first, second = fleet.replica(), fleet.replica()
-        witness = Member(CONFIG)  # a key attached after KEY: settled after it in a pass
-        witness.link = fleet.stores[1].attach("witness.example.com", witness, CONFIG)
+        # A key attached after KEY: settled after it in a pass.
+        witness = _second_key(fleet.stores[1], Member(CONFIG))
         fleet.connected()
         first.trip()
         wait_until(lambda: second.state is OPEN, what="the open")
@@ -1073,8 +1080,7 @@ def test_a_breaker_dropped_while_waiting_for_a_lease_is_passed_over(
     try:
         holder, waiter = fleet.replica(config), fleet.replica(config)
         store = fleet.stores[1]
-        witness = Member(CONFIG)  # a second key of the waiter's store
-        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        witness = _second_key(store, Member(CONFIG))  # a second key of the waiter's store
         fleet.connected()
         holder.trip()
         assert waiter.changed.wait(10)  # the open has reached it
@@ -1109,8 +1115,7 @@ def test_a_half_open_offered_after_the_fleets_period_ended_stays_half_open(
     try:
         first, second = fleet.replica(), fleet.replica()
         store = fleet.stores[1]
-        witness = Member(CONFIG)  # a key attached after KEY: settled after it
-        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        witness = _second_key(store, Member(CONFIG))  # a key attached after KEY: settled after it
         fleet.connected()
         first.trip()
         wait_until(lambda: second.state is OPEN, what="the open")
@@ -1252,8 +1257,8 @@ def test_a_replica_that_only_followed_the_fleet_does_not_restore_a_lost_key(
     fleet = Fleet(server.url, reconcile_interval=0.05)
     try:
         opener, follower = fleet.replica(), fleet.replica()
-        witness = Member(CONFIG)  # a key attached after KEY: settled after it in a pass
-        witness.link = fleet.stores[1].attach("witness.example.com", witness, CONFIG)
+        # A key attached after KEY: settled after it in a pass.
+        witness = _second_key(fleet.stores[1], Member(CONFIG))
         fleet.connected()
         opener.trip()
         wait_until(lambda: follower.state is OPEN, what="the open")
@@ -1296,8 +1301,8 @@ def test_counts_made_after_a_detach_are_not_sent(server: Server) -> None:
     try:
         member = fleet.replica(config)
         store = fleet.stores[0]
-        witness = Member(config)  # a second key of the same store: its counts go through
-        witness.link = store.attach("witness.example.com", witness, config)
+        # A second key of the same store: its counts go through.
+        witness = _second_key(store, Member(config))
         fleet.connected()
         link = member.link
         assert link is not None
@@ -1345,8 +1350,8 @@ def test_a_local_close_that_reaches_the_fleet_after_a_newer_reopen_loses(
     when it is offered, the fleet's newer state wins and the replica follows it."""
     first, second = patient_fleet.replica(), patient_fleet.replica()
     store = patient_fleet.stores[0]
-    staller = _Stalling(CONFIG)  # a second key of the first store, to hold its thread
-    staller.link = store.attach("witness.example.com", staller, CONFIG)
+    # A second key of the first store, to hold its thread.
+    staller = _second_key(store, _Stalling(CONFIG))
     patient_fleet.connected()
     first.trip()
     wait_until(lambda: second.state is OPEN, what="the open")
@@ -1389,8 +1394,8 @@ def test_a_replica_asks_for_a_lease_no_longer_than_a_request_waits(server: Serve
     try:
         holder, waiter = fleet.replica(config), fleet.replica(config)
         store = fleet.stores[1]
-        witness = Member(CONFIG)  # a key attached after KEY: settled after it in a pass
-        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        # A key attached after KEY: settled after it in a pass.
+        witness = _second_key(store, Member(CONFIG))
         fleet.connected()
         holder.trip()
         wait_until(lambda: waiter.state is OPEN, what="the open")
@@ -1527,8 +1532,7 @@ def test_a_local_open_older_than_the_fleets_open_takes_the_fleets_period(
     try:
         first = fleet.replica()
         store = fleet.stores[0]
-        witness = Member(CONFIG)  # a second key of the store, to cut it off
-        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        witness = _second_key(store, Member(CONFIG))  # a second key of the store, to cut it off
         fleet.connected()
         assert first.link is not None
         redis_key = first.link.redis_key  # type: ignore[attr-defined]
@@ -1570,8 +1574,8 @@ def test_a_reset_replica_is_not_pulled_back_by_the_answer_to_its_counts(
     fleet = Fleet(server.url, share_counts=True)
     try:
         first, second = fleet.replica(config), fleet.replica(config)
-        witness = Member(config)  # a second key of the second store: its counts go through
-        witness.link = fleet.stores[1].attach("witness.example.com", witness, config)
+        # A second key of the second store: its counts go through.
+        witness = _second_key(fleet.stores[1], Member(config))
         fleet.connected()
         first.trip()
         wait_until(lambda: second.state is OPEN, what="the open")
@@ -1716,8 +1720,7 @@ def test_a_message_older_than_the_state_a_replica_follows_is_ignored(
     """Messages can arrive late: one whose epoch is older than the fleet state a replica
     already follows does not move it back."""
     first, second = fleet.replica(), fleet.replica()
-    witness = Member(CONFIG)  # a second key of the second store
-    witness.link = fleet.stores[1].attach("witness.example.com", witness, CONFIG)
+    witness = _second_key(fleet.stores[1], Member(CONFIG))  # a second key of the second store
     fleet.connected()
     first.trip()
     wait_until(lambda: second.state is OPEN, what="the open")
@@ -1818,8 +1821,8 @@ def test_a_replicas_own_message_does_not_undo_what_it_did_since(
     reopen it."""
     first, second = patient_fleet.replica(), patient_fleet.replica()
     store = patient_fleet.stores[0]
-    staller = _Stalling(CONFIG)  # a second key of the first store, to hold its thread
-    staller.link = store.attach("witness.example.com", staller, CONFIG)
+    # A second key of the first store, to hold its thread.
+    staller = _second_key(store, _Stalling(CONFIG))
     patient_fleet.connected()
     staller.stalling = True
     first.trip()
@@ -1856,8 +1859,7 @@ def test_a_lease_asked_for_as_the_server_went_away_is_asked_for_again(
     try:
         first = fleet.replica()
         store = fleet.stores[0]
-        witness = Member(CONFIG)  # a second key of the store, to cut it off
-        witness.link = store.attach("witness.example.com", witness, CONFIG)
+        witness = _second_key(store, Member(CONFIG))  # a second key of the store, to cut it off
         fleet.connected()
         first.trip()
         _end_the_period(server)
@@ -1959,8 +1961,8 @@ def test_refused_requests_queue_one_lease_ask_at_a_time(
     them, one ask for a lease is queued."""
     first = patient_fleet.replica()
     store = patient_fleet.stores[0]
-    staller = _Stalling(CONFIG)  # a second key of the store, to hold its thread
-    staller.link = store.attach("witness.example.com", staller, CONFIG)
+    # A second key of the store, to hold its thread.
+    staller = _second_key(store, _Stalling(CONFIG))
     patient_fleet.connected()
     first.trip()
     _end_the_period(server)
