@@ -999,10 +999,54 @@ def _drop_in_a_cycle(chunks: Iterator[bytes], response: Any) -> None:
 
 
 def test_a_body_left_in_a_loop_is_closed_once(lib: Library) -> None:
-    """httpx2's response stream reads ours with `yield from`, which closes it when the
-    loop is left; the response's close that follows must not close the body again."""
+    """httpx2's response stream reads ours with `yield from`, which closes what it
+    iterates when the loop is left; the body is closed by the response, once."""
     assert _closes_after(lib, False, _leave_the_loop) == (1, None)
     assert _closes_after(lib, True, _leave_the_loop) == (1, (1, 0, 0))
+
+
+def _leaving_a_loop_whose_body_fails_to_close(lib: Library, wrapped: bool) -> list[str]:
+    """Leave the loop over a half-read body, then close the response, where closing the
+    body raises (as starlette's TestClient does with an error of the app's background
+    task): which steps raised, in order, and whether the body was closed before the
+    response was."""
+    closed: list[str] = []
+
+    class FailingBody(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+        def __iter__(self) -> Iterator[bytes]:
+            yield from (b"a", b"b", b"c")
+
+        def close(self) -> None:
+            closed.append("body")
+            raise RuntimeError("the app failed after the response")
+
+    inner = lib.MockTransport(lambda request: lib.Response(200, stream=FailingBody()))
+    transport = lib.CircuitBreakerTransport(inner) if wrapped else inner
+    steps: list[str] = []
+    with lib.Client(transport=transport) as client:
+        response = client.send(client.build_request("GET", "https://h/"), stream=True)
+        chunks = response.iter_raw()
+        assert next(chunks) == b"a"
+        for name, step in (("leave the loop", chunks.close), ("close", response.close)):
+            closed.append(f"before: {name}")
+            try:
+                step()
+            except RuntimeError as exc:
+                steps.append(f"{name} raised {exc}")
+    return steps + closed
+
+
+def test_a_body_whose_close_fails_raises_where_it_does_without_the_breaker(lib: Library) -> None:
+    """httpx2 reads the body with `yield from`, which closes the iterator it reads when
+    the loop is left; the body itself is closed by the response, and what that raises
+    reaches the caller. Before the fix, leaving the loop closed the body from a
+    collected generator, where the error was lost."""
+    plain = _leaving_a_loop_whose_body_fails_to_close(lib, wrapped=False)
+    if lib.name == "httpx2":  # leaving the loop closes the response
+        assert plain[0] == "leave the loop raised the app failed after the response"
+    else:
+        assert plain[0] == "close raised the app failed after the response"
+    assert _leaving_a_loop_whose_body_fails_to_close(lib, wrapped=True) == plain
 
 
 def test_a_body_dropped_half_read_is_closed_by_the_collector_as_without_the_breaker(

@@ -537,28 +537,21 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
         self._closed = False
 
     def __iter__(self) -> Iterator[bytes]:
+        # Not ourselves: a generator that reads us with `yield from` (httpx2's response
+        # stream) closes what it iterates when it is closed, and that must be the
+        # wrapped stream's iterator, as without the breaker, not the stream: the
+        # response closes the stream, and what that raises reaches its caller.
         if self._chunks is None:
             self._chunks = iter(self._stream)
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            chunk: bytes = next(self._chunks)
-        except StopIteration:
-            self._chunks = None
-            raise
-        except BaseException as exc:
-            self._error = exc
-            raise
-        return chunk
+        chunks = _new(_SyncChunks)
+        chunks._tracked = self
+        return chunks
 
     def close(self) -> None:
         if self._closed:
-            # We are our own iterator, so a generator that reads us with `yield from`
-            # (httpx2's response stream) closes us when it is closed, and the response
-            # then closes us again: the wrapped stream is closed once, as without the
-            # breaker. (Not "settled already": a finaliser may have given the permit
-            # back before a collected generator closes us; the stream still needs it.)
+            # Closed once, as the wrapped stream would be by a response. (Not "settled
+            # already": a finaliser may have given the permit back before the response
+            # is closed; the stream still needs its close.)
             return
         self._closed = True
         error = self._error  # see the async twin: later errors are the close's doing
@@ -582,6 +575,45 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
                 self._abandon()
             else:
                 self._settle()
+
+
+class _SyncChunks:
+    """The iterator of a `_SyncTrackedStream`: the wrapped stream's chunks, and an error
+    among them kept for the outcome. Its `close` is what a `yield from` reading it calls
+    when left: the wrapped iterator's, so that only the response's close closes the
+    stream."""
+
+    __slots__ = ("_tracked",)
+
+    _tracked: _SyncTrackedStream
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        tracked = self._tracked
+        try:
+            chunk: bytes = next(tracked._chunks)
+        except StopIteration:
+            tracked._chunks = None  # read to the end: nothing left to close
+            raise
+        except BaseException as exc:
+            tracked._error = exc
+            raise
+        return chunk
+
+    def close(self) -> None:
+        tracked = self._tracked
+        chunks = tracked._chunks
+        # Not while another thread is inside it (it cannot be closed then): see
+        # `_SyncTrackedStream.close`.
+        if chunks is not None and not getattr(chunks, "gi_running", False):
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                # Closed once: the stream's close that follows finds nothing to close,
+                # and a read after this one finds the end, as a closed generator gives.
+                tracked._chunks = iter(())
+                close()
 
 
 def _pool_timeout(request: httpx2.Request) -> float | None:
