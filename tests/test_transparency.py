@@ -1049,6 +1049,57 @@ def test_a_body_whose_close_fails_raises_where_it_does_without_the_breaker(lib: 
     assert _leaving_a_loop_whose_body_fails_to_close(lib, wrapped=True) == plain
 
 
+def _iterator_closes_after_leaving_a_loop(lib: Library, wrapped: bool) -> tuple[int, int]:
+    """How many times a closable iterator (not a generator: a second close would count)
+    of a body was closed once a loop over the response's stream (what `iter_raw` reads)
+    is left half way, and once the response is closed after that."""
+    closes = 0
+
+    class Chunks:
+        def __init__(self) -> None:
+            self.left = [b"a", b"b", b"c"]
+
+        def __iter__(self) -> Iterator[bytes]:
+            return self
+
+        def __next__(self) -> bytes:
+            if not self.left:
+                raise StopIteration
+            return self.left.pop(0)
+
+        def close(self) -> None:
+            nonlocal closes
+            closes += 1
+
+    class Body(lib.SyncByteStream):  # type: ignore[name-defined,misc]
+        def __iter__(self) -> Iterator[bytes]:
+            return Chunks()
+
+    inner = lib.MockTransport(lambda request: lib.Response(200, stream=Body()))
+    transport = lib.CircuitBreakerTransport(inner) if wrapped else inner
+    with lib.Client(transport=transport) as client:
+        response = client.send(client.build_request("GET", "https://h/"), stream=True)
+        loop = iter(response.stream)  # the client's stream: a generator over the body
+        assert next(loop) == b"a"
+        loop.close()  # type: ignore[attr-defined]  # the loop is left
+        after_the_loop = closes
+        response.close()
+    return after_the_loop, closes
+
+
+def test_an_iterator_a_loop_closes_is_closed_then_and_only_then(lib: Library) -> None:
+    """httpx2's `yield from` closes the body's iterator when the loop is left; the
+    response's close then closes the body, not the iterator a second time. (httpx leaves
+    the iterator open; the wrapper closes it with the response, as it closes any body
+    left half read.)"""
+    if lib.name == "httpx2":
+        assert _iterator_closes_after_leaving_a_loop(lib, wrapped=False) == (1, 1)
+        assert _iterator_closes_after_leaving_a_loop(lib, wrapped=True) == (1, 1)
+    else:
+        assert _iterator_closes_after_leaving_a_loop(lib, wrapped=False) == (0, 0)
+        assert _iterator_closes_after_leaving_a_loop(lib, wrapped=True) == (0, 1)
+
+
 def test_a_body_dropped_half_read_is_closed_by_the_collector_as_without_the_breaker(
     lib: Library,
 ) -> None:
