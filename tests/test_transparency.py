@@ -1008,16 +1008,16 @@ def test_a_body_left_in_a_loop_is_closed_once(lib: Library) -> None:
 def _leaving_a_loop_whose_body_fails_to_close(lib: Library, wrapped: bool) -> list[str]:
     """Leave the loop over a half-read body, then close the response, where closing the
     body raises (as starlette's TestClient does with an error of the app's background
-    task): which steps raised, in order, and whether the body was closed before the
-    response was."""
-    closed: list[str] = []
+    task): which steps raised, then the order in which the steps began and the body
+    was closed."""
+    order: list[str] = []
 
     class FailingBody(lib.SyncByteStream):  # type: ignore[name-defined,misc]
         def __iter__(self) -> Iterator[bytes]:
             yield from (b"a", b"b", b"c")
 
         def close(self) -> None:
-            closed.append("body")
+            order.append("body closed")
             raise RuntimeError("the app failed after the response")
 
     inner = lib.MockTransport(lambda request: lib.Response(200, stream=FailingBody()))
@@ -1028,12 +1028,12 @@ def _leaving_a_loop_whose_body_fails_to_close(lib: Library, wrapped: bool) -> li
         chunks = response.iter_raw()
         assert next(chunks) == b"a"
         for name, step in (("leave the loop", chunks.close), ("close", response.close)):
-            closed.append(f"before: {name}")
+            order.append(f"before: {name}")
             try:
                 step()
             except RuntimeError as exc:
                 steps.append(f"{name} raised {exc}")
-    return steps + closed
+    return steps + order
 
 
 def test_a_body_whose_close_fails_raises_where_it_does_without_the_breaker(lib: Library) -> None:
