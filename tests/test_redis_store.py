@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from httpx_breaker import CircuitBreakerConfig
-from httpx_breaker._store import LocalTransition, ProbeOutcome, SharedBreaker
+from httpx_breaker._store import Lease, LocalTransition, ProbeOutcome, SharedBreaker, StoreLink
 from httpx_breaker.redis import RedisStore
 
 from .fleet_member import CLOSED, HALF_OPEN, OPEN, Member
@@ -87,6 +87,24 @@ def _end_the_period(server: Server) -> str:
         [key] = client.keys("httpx-breaker:*:k:*")
         client.hset(key, "u", 1)
     return key
+
+
+def _half_open(server: Server, member: Member) -> tuple[str, StoreLink]:
+    """End the fleet's open period of the key `member` tripped (see `_end_the_period`)
+    and half-open `member`: the key, and `member`'s link, ready to ask for a lease."""
+    key = _end_the_period(server)
+    member.half_open()
+    assert member.link is not None
+    return key, member.link
+
+
+def _leased(link: StoreLink) -> Lease:
+    """A lease for `link`: asked for, fetched by the store's thread, taken."""
+    link.take_lease()  # none yet: the store asks the fleet for one
+    wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
+    lease = link.take_lease()
+    assert lease is not None
+    return lease
 
 
 def _second_key(store: RedisStore, member: Member) -> Member:
@@ -997,14 +1015,8 @@ def test_a_probe_result_for_a_key_the_fleet_forgot_changes_nothing(
         witness = _second_key(store, Member(CONFIG))
         fleet.connected()
         prober.trip()
-        key = _end_the_period(server)
-        prober.half_open()
-        link = prober.link
-        assert link is not None
-        link.take_lease()
-        wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
-        lease = link.take_lease()
-        assert lease is not None
+        key, link = _half_open(server, prober)
+        lease = _leased(link)
         with server.client() as client:
             client.delete(key)
         link.probe_done(lease, ProbeOutcome.SUCCESS)
@@ -1030,10 +1042,7 @@ def test_a_finished_probe_fetches_no_lease_nobody_asked_for(server: Server) -> N
         witness = _second_key(store, Member(CONFIG))
         fleet.connected()
         prober.trip()
-        key = _end_the_period(server)
-        prober.half_open()
-        link = prober.link
-        assert link is not None
+        key, link = _half_open(server, prober)
         assert link.take_lease() is None  # refused: the store fetches one for it
         wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
         lease = link.take_lease()
@@ -1152,10 +1161,7 @@ def test_a_lease_shorter_than_the_hold_is_kept_no_longer_than_it_lasts(
         store = fleet.stores[0]
         fleet.connected()
         member.trip()
-        _end_the_period(server)
-        member.half_open()
-        link = member.link
-        assert link is not None
+        _, link = _half_open(server, member)
         asked = store._clock()
         link.take_lease()
         wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
@@ -1201,16 +1207,10 @@ def test_a_round_of_slow_probes_reopens_every_replica(fleet: Fleet, server: Serv
     fleet.connected()
     prober.trip()
     wait_until(lambda: other.state is OPEN, what="the open")
-    key = _end_the_period(server)
-    prober.half_open()
-    link = prober.link
-    assert link is not None
+    key, link = _half_open(server, prober)
     leases = []
     for _ in range(2):
-        link.take_lease()
-        wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
-        lease = link.take_lease()
-        assert lease is not None
+        lease = _leased(link)
         leases.append(lease)
     for lease in leases:
         link.probe_done(lease, ProbeOutcome.SLOW_SUCCESS)
@@ -1495,14 +1495,8 @@ def test_a_probers_own_reopen_after_its_failed_result_writes_nothing_more(
     fleet.connected()
     prober.trip()
     wait_until(lambda: other.state is OPEN, what="the open")
-    _end_the_period(server)
-    prober.half_open()
-    link = prober.link
-    assert link is not None
-    link.take_lease()
-    wait_until(lambda: bool(link.leases), what="a lease")  # type: ignore[attr-defined]
-    lease = link.take_lease()
-    assert lease is not None
+    _, link = _half_open(server, prober)
+    lease = _leased(link)
     channel = fleet.stores[0]._channel
     with server.client() as client, client.pubsub() as pubsub:
         pubsub.subscribe(channel)
@@ -1862,10 +1856,7 @@ def test_a_lease_asked_for_as_the_server_went_away_is_asked_for_again(
         witness = _second_key(store, Member(CONFIG))  # a second key of the store, to cut it off
         fleet.connected()
         first.trip()
-        _end_the_period(server)
-        first.half_open()
-        link = first.link
-        assert link is not None
+        _, link = _half_open(server, first)
         wait_until(lambda: link.acked == link.token, what="the half-open's answer")  # type: ignore[attr-defined]
         server.freeze()
         try:
@@ -1965,10 +1956,7 @@ def test_refused_requests_queue_one_lease_ask_at_a_time(
     staller = _second_key(store, _Stalling(CONFIG))
     patient_fleet.connected()
     first.trip()
-    _end_the_period(server)
-    first.half_open()
-    link = first.link
-    assert link is not None
+    _, link = _half_open(server, first)
     wait_until(lambda: link.acked == link.token, what="the half-open's answer")  # type: ignore[attr-defined]
     staller.stalling = True
     staller.trip()
