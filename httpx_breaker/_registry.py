@@ -186,6 +186,12 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     Listeners. `add_listener(fn)` calls `fn(event)` for every `BreakerEvent` of every
     breaker in the registry, those made later included.
+
+    Copies. A registry (and so a transport) pickles and deep-copies as its
+    configuration: the copy has the same policies, `max_size`, clock and listeners, and
+    no breakers, whose state (permits in flight, times on this process's clock) belongs
+    to the original. A registry with a `store` raises `TypeError` instead: make the
+    store in each process.
     """
 
     def __init__(
@@ -526,6 +532,53 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
     def __repr__(self) -> str:
         return f"<BreakerRegistry {len(self)} breakers, max_size={self._max_size}>"
+
+    # -- copies ---------------------------------------------------------------------
+
+    def __reduce__(self) -> tuple[Callable[..., BreakerRegistry], tuple[Any, ...]]:
+        """Pickled and copied as its configuration: the copy starts with no breakers.
+
+        A breaker's state belongs to its process: permits in flight (a copy would wait
+        for closes that never reach it, and stick half-open) and times on this process's
+        clock. So a client pickled for a worker process (as sanic-testing's is) gets
+        breakers of its own there, as a process started anew would, and a transport that
+        pickles or deep-copies without the breaker still does with it. A registry that
+        shares state through a store is not copied: each process makes its own store.
+
+        Raises:
+            TypeError: the registry has a `store`.
+        """
+        if self._store is not None:
+            raise TypeError(
+                "a BreakerRegistry with a store cannot be pickled or copied: make the "
+                "store, and the registry or transport over it, in each process"
+            )
+        return _from_configuration, (
+            self._default,
+            self._policies,
+            self._max_size,
+            self._clock,
+            self._listeners,
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BreakerRegistry:
+        # Built from the same objects, not copies of them: the policies are frozen, and
+        # the clock and listeners are the caller's (a test advances its own clock).
+        rebuild, args = self.__reduce__()
+        return rebuild(*args)
+
+
+def _from_configuration(
+    default: CircuitBreakerConfig,
+    policies: Mapping[str, CircuitBreakerConfig],
+    max_size: int,
+    clock: Callable[[], float] | None,
+    listeners: tuple[Listener, ...],
+) -> BreakerRegistry:
+    """A registry without breakers, configured as a copied one was (`__reduce__`)."""
+    registry = BreakerRegistry(default=default, policies=policies, max_size=max_size, clock=clock)
+    registry._listeners = tuple(listeners)  # its breakers get them as they are made
+    return registry
 
 
 def _busy(breaker: CircuitBreaker) -> bool:
