@@ -554,6 +554,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                 "store, and the registry or transport over it, in each process"
             )
         return _from_configuration, (
+            type(self),
             self._default,
             self._policies,
             self._max_size,
@@ -569,6 +570,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
 
 
 def _from_configuration(
+    cls: type[BreakerRegistry],
     default: CircuitBreakerConfig,
     policies: Mapping[str, CircuitBreakerConfig],
     max_size: int,
@@ -576,7 +578,7 @@ def _from_configuration(
     listeners: tuple[Listener, ...],
 ) -> BreakerRegistry:
     """A registry without breakers, configured as a copied one was (`__reduce__`)."""
-    registry = BreakerRegistry(default=default, policies=policies, max_size=max_size, clock=clock)
+    registry = cls(default=default, policies=policies, max_size=max_size, clock=clock)
     registry._listeners = tuple(listeners)  # its breakers get them as they are made
     return registry
 

@@ -145,3 +145,11 @@ def test_a_registry_with_a_store_is_not_copied(how: Callable[[Any], Any]) -> Non
 def test_a_shallow_copy_of_a_transport_shares_its_breakers() -> None:
     transport = CircuitBreakerTransport(httpx.MockTransport(ok))
     assert copy.copy(transport).registry is transport.registry
+
+
+class Registry(BreakerRegistry):
+    """A registry of the user's own kind."""
+
+
+def test_a_copy_of_a_registry_subclass_is_of_that_class(copied: Callable[[Any], Any]) -> None:
+    assert type(copied(Registry(max_size=3))) is Registry
