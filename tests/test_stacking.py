@@ -14,7 +14,9 @@ import datetime as dt
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -796,3 +798,55 @@ async def test_cache_below_the_breaker_cannot_serve_while_open(
         with pytest.raises(CircuitOpenError):
             await client.get(f"{upstream.url}/ok")
     assert upstream.request_count == 1
+
+
+# A loop that waits for a server to start --------------------------------------------------
+
+
+class _Ready(BaseHTTPRequestHandler):
+    """The server the loop waits for, once it is up: 200 to everything."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_readiness_loop_is_refused_until_the_open_period_ends_unless_it_bypasses(
+    clock: FakeClock,
+) -> None:
+    """docs/stacking.md: polls that catch the refusal go on, but do not see the server
+    come up until the open period (the default 60 s) ends; a bypassed poll does."""
+    with Upstream() as gone:
+        port = gone.port  # nothing listens there once it stops
+    url = f"http://127.0.0.1:{port}/ready"
+    transport = CircuitBreakerTransport(httpx.HTTPTransport(), registry=BreakerRegistry(clock=clock))
+    seen: list[str] = []
+    with httpx.Client(transport=transport) as client:
+
+        def poll(**options: Any) -> None:
+            try:
+                seen.append(str(client.get(url, **options).status_code))
+            except httpx.TransportError as exc:  # what such loops catch; a refusal is one
+                seen.append(type(exc).__name__)
+
+        for _ in range(6):
+            poll()
+        server = ThreadingHTTPServer(("127.0.0.1", port), _Ready)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}).start()
+        try:
+            poll()  # the server is up, but the breaker still refuses
+            poll(extensions={"circuit_breaker": {"bypass": True}})
+            clock.advance(transport.breaker_for_url(url).retry_after)
+            assert transport.breaker_for_url(url).retry_after == 0
+            poll()  # the open period is over: the probe reaches the server
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert seen == ["ConnectError"] * 5 + ["CircuitOpenError"] * 2 + ["200", "200"]
+    assert transport.breaker_for_url(url).config.reset_timeout == 60.0
