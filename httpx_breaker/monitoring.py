@@ -139,33 +139,40 @@ def store_rows(stores: Iterable[MonitoredStore]) -> list[tuple[str, str, StoreHe
     Stores of one process with the same namespace and server (a process should make
     one; tests make several) are one fleet link to an exporter, so they are merged:
     connected only if all are, the least healthy state, the largest lag, the counts
-    added up.
+    added up. A closed store among open ones is gone, not unwell: only its totals
+    (reconnects, dropped, messages) still count, since an exporter's counters never go
+    down; its state, lag, error, keys and queue do not, so a live link that outlived a
+    closed store reads as the live link does.
     """
-    merged: dict[tuple[str, str], StoreHealth] = {}
+    grouped: dict[tuple[str, str], list[StoreHealth]] = {}
     for store in stores:
-        label = (store.namespace, store.server)
-        health = store.health
-        before = merged.get(label)
-        merged[label] = health if before is None else _merge(before, health)
-    return [(namespace, server, health) for (namespace, server), health in merged.items()]
+        grouped.setdefault((store.namespace, store.server), []).append(store.health)
+    return [
+        (namespace, server, _merged(healths))
+        for (namespace, server), healths in grouped.items()
+    ]
 
 
 _WORST_FIRST = ("disconnected", "connecting", "connected", "closed")
 
 
-def _merge(a: StoreHealth, b: StoreHealth) -> StoreHealth:
-    lags = [lag for lag in (a.lag, b.lag) if lag is not None]
+def _merged(healths: list[StoreHealth]) -> StoreHealth:
+    """One row from the healths of stores sharing a label (see `store_rows`)."""
+    if len(healths) == 1:
+        return healths[0]
+    voting = [health for health in healths if health.state != "closed"] or healths
+    lags = [health.lag for health in voting if health.lag is not None]
     return StoreHealth(
-        connected=a.connected and b.connected,
-        state=min(a.state, b.state, key=_WORST_FIRST.index),
-        since=min(a.since, b.since),
-        last_error=a.last_error or b.last_error,
-        reconnects=a.reconnects + b.reconnects,
+        connected=all(health.connected for health in voting),
+        state=min((health.state for health in voting), key=_WORST_FIRST.index),
+        since=min(health.since for health in voting),
+        last_error=next((h.last_error for h in voting if h.last_error), None),
+        reconnects=sum(health.reconnects for health in healths),
         lag=max(lags) if lags else None,
-        keys=a.keys + b.keys,
-        queued=a.queued + b.queued,
-        dropped=a.dropped + b.dropped,
-        messages=a.messages + b.messages,
+        keys=sum(health.keys for health in voting),
+        queued=sum(health.queued for health in voting),
+        dropped=sum(health.dropped for health in healths),
+        messages=sum(health.messages for health in healths),
     )
 
 

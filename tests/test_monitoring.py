@@ -29,7 +29,7 @@ from httpx_breaker.monitoring import (
     resolve_breakers,
     state_change_counts,
 )
-from httpx_breaker.redis import RedisStore
+from httpx_breaker.redis import RedisStore, StoreHealth
 
 from .conftest import FakeClock
 from .redis_servers import running, wait_until
@@ -422,7 +422,7 @@ def test_a_callable_returning_a_registry_brings_the_registrys_store() -> None:
 def test_stores_of_one_namespace_and_server_are_one_row() -> None:
     """Two stores of this process on one server and namespace are one fleet link:
     connected only if both are, the least healthy state, a last error if either has
-    one, the largest lag, the counts added up."""
+    one, the largest lag, the counts added up; a closed one adds only its totals."""
     config = CircuitBreakerConfig(failure_threshold=1, reset_timeout=30.0)
     with running("valkey") as server:
         opener, listener = (
@@ -455,15 +455,75 @@ def test_stores_of_one_namespace_and_server_are_one_row() -> None:
             [row] = dashboard([], stores=[opener, listener])["stores"]
             lag = listener.health.lag
             assert opener.health.lag is None and lag is not None
-            assert (row["connected"], row["state"], row["lag"]) == (False, "connected", lag)
+            # The closed store is gone, not down: the row reads as the live link.
+            assert (row["connected"], row["state"], row["lag"]) == (True, "connected", lag)
             closed, live = opener.health, listener.health
+            assert (closed.state, closed.connected, closed.keys) == ("closed", False, 1)
+            assert row["keys"] == live.keys == 2
             assert (closed.reconnects, live.reconnects, row["reconnects"]) == (0, 1, 1)
             assert (closed.dropped, live.dropped, row["dropped"]) == (0, 1, 1)
             assert (closed.messages, live.messages, row["messages"]) == (0, 1, 1)
-            assert row["keys"] == closed.keys + live.keys == 3
         finally:
             opener.close()
             listener.close()
+
+
+class _Link:
+    """A store as the exporters see it: a label and a health snapshot."""
+
+    def __init__(self, health: StoreHealth, server: str = "redis://127.0.0.1:6379/0") -> None:
+        self.namespace, self.server, self.health = "fleet", server, health
+
+
+def _health(
+    state: str, *, since: float = 0.0, lag: float | None = None, **counts: int
+) -> StoreHealth:
+    totals = dict.fromkeys(("reconnects", "keys", "queued", "dropped", "messages"), 0)
+    return StoreHealth(
+        connected=state == "connected",
+        state=state,
+        since=since,
+        last_error="ConnectionError: refused" if state == "disconnected" else None,
+        lag=lag,
+        **(totals | counts),
+    )
+
+
+@pytest.mark.parametrize(
+    ("states", "row"),
+    [
+        (("connected", "connected"), (True, "connected")),
+        (("connected", "connecting"), (False, "connecting")),
+        (("connecting", "disconnected"), (False, "disconnected")),
+        (("closed", "connected"), (True, "connected")),
+        (("disconnected", "closed"), (False, "disconnected")),
+        (("closed", "closed"), (False, "closed")),
+    ],
+)
+def test_a_merged_row_is_as_healthy_as_its_least_healthy_open_store(
+    states: tuple[str, str], row: tuple[bool, str]
+) -> None:
+    links = [_Link(_health(state)) for state in states]
+    [merged] = dashboard([], stores=links)["stores"]
+    assert (merged["connected"], merged["state"]) == row
+    assert merged["last_error"] == (
+        "ConnectionError: refused" if row[1] == "disconnected" else None
+    )
+
+
+def test_a_closed_store_adds_its_totals_to_the_row_but_not_its_gauges() -> None:
+    """Counters stay monotonic when a store of the fleet closes; what is waiting, shared
+    and lagging now is the live links' alone."""
+    closed = _health("closed", since=1.0, lag=9.0, reconnects=2, dropped=3, messages=5, keys=7)
+    live = _health("connected", since=4.0, lag=0.5, reconnects=1, messages=1, keys=2, queued=1)
+    other = _Link(_health("connected", keys=11), server="redis://10.0.0.2:6379/0")
+    rows = {
+        r["server"]: r for r in dashboard([], stores=[_Link(closed), _Link(live), other])["stores"]
+    }
+    row = rows["redis://127.0.0.1:6379/0"]
+    assert (row["reconnects"], row["dropped"], row["messages"]) == (3, 3, 6)
+    assert (row["keys"], row["queued"], row["lag"], row["since"]) == (2, 1, 0.5, 4.0)
+    assert rows["redis://10.0.0.2:6379/0"]["keys"] == 11
 
 
 def test_work_queued_in_stores_of_one_fleet_is_added_up() -> None:

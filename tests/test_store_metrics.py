@@ -151,6 +151,35 @@ def test_prometheus_exports_stores_only_when_asked_for_other_sources(pair: Pair)
     assert store_samples(samples) == {}
 
 
+def test_prometheus_reads_a_fleet_link_as_live_when_one_of_its_stores_is_closed(
+    pair: Pair,
+) -> None:
+    """Stores named with stores= stay listed when closed: a closed one among live ones
+    does not hold `connected` at 0 (the alert on it would fire for a working link), and
+    its counters still count, so the totals never go down."""
+    collector = CircuitBreakerCollector(stores=pair.stores)
+    _, before = scrape(collector)
+    pair.stores[0].close()
+    _, after = scrape(collector)
+    mine = {
+        (name, dict(labels).get("state")): v for (name, labels), v in store_samples(after).items()
+    }
+    assert mine[("circuit_breaker_store_connected", None)] == 1.0
+    assert mine[("circuit_breaker_store_state", "connected")] == 1.0
+    assert mine[("circuit_breaker_store_state", "closed")] == 0.0
+    assert mine[("circuit_breaker_store_keys", None)] == 1.0  # the live store's one key
+    for name, labels in store_samples(before):
+        if name.endswith("_total"):
+            assert after[(name, labels)] >= before[(name, labels)], name
+    pair.stores[1].close()
+    _, closed = scrape(collector)
+    mine = {
+        (name, dict(labels).get("state")): v for (name, labels), v in store_samples(closed).items()
+    }
+    assert mine[("circuit_breaker_store_connected", None)] == 0.0
+    assert mine[("circuit_breaker_store_state", "closed")] == 1.0
+
+
 def test_prometheus_shows_an_unreachable_store_as_disconnected() -> None:
     """No server: connected 0, state disconnected, no lag sample, no error."""
     store = RedisStore.from_url(unreachable_url(), namespace="lonely")
