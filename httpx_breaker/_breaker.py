@@ -435,6 +435,44 @@ class CircuitBreaker:
     def __repr__(self) -> str:
         return f"<CircuitBreaker {self._name!r} {self._state.value}>"
 
+    def __reduce__(self) -> tuple[Callable[..., CircuitBreaker], tuple[Any, ...]]:
+        """Pickled and copied (`copy.copy` too) as its configuration: the copy is a new
+        breaker, CLOSED with no history, of the same name, config, classifier, clock,
+        listeners and `on_state_change`.
+
+        A breaker's state belongs to its process, as a `BreakerRegistry`'s copy says: a
+        copy would wait for the closes of permits in flight that never reach it, and a
+        copy of the fields would share the lock and the failure window but not the
+        state, so calls through either would move the other's window. The copy is listed by
+        `get_all_circuit_breakers()` under the same name, in place of the original while
+        both live (the newer wins). A breaker that shares its state through a store is
+        not copied: each process makes its own store.
+
+        Raises:
+            TypeError: the breaker shares its state through a store.
+        """
+        if self._fleet is not None:
+            raise TypeError(
+                f"circuit breaker {self._name!r} shares its state through a store and "
+                "cannot be pickled or copied: make the store, and the registry over it, "
+                "in each process"
+            )
+        return _from_configuration, (
+            type(self),
+            self._name,
+            self._config,
+            self._classifier,
+            self._clock,
+            self._listeners,
+            self.on_state_change,
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CircuitBreaker:
+        # Built from the same objects, not copies of them: the config is frozen, and the
+        # clock, classifier and listeners are the caller's (a test advances its clock).
+        rebuild, args = self.__reduce__()
+        return rebuild(*args)
+
     # -- listeners --------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:
@@ -1395,6 +1433,23 @@ class CircuitBreaker:
                         )
             for listener in listeners:
                 _call_listener(listener, event)
+
+
+def _from_configuration(
+    cls: type[CircuitBreaker],
+    name: str,
+    config: CircuitBreakerConfig,
+    classifier: ResultClassifier | None,
+    clock: Callable[[], float],
+    listeners: tuple[Listener, ...],
+    on_state_change: StateListener | None,
+) -> CircuitBreaker:
+    """A new breaker configured as a copied one was (`CircuitBreaker.__reduce__`)."""
+    breaker = cls(name, config, classifier=classifier, clock=clock)
+    for listener in listeners:
+        breaker.add_listener(listener)
+    breaker.on_state_change = on_state_change
+    return breaker
 
 
 class _Permit:

@@ -9,6 +9,7 @@ copy takes the breakers' configuration and starts without breakers, since their 
 from __future__ import annotations
 
 import copy
+import gc
 import importlib
 import pickle
 from collections.abc import Callable
@@ -19,9 +20,11 @@ import pytest
 
 from httpx_breaker import (
     BreakerRegistry,
+    CircuitBreaker,
     CircuitBreakerConfig,
     CircuitBreakerTransport,
     CircuitState,
+    get_all_circuit_breakers,
 )
 from httpx_breaker.events import BreakerEvent
 from httpx_breaker.testing import FakeClock
@@ -153,3 +156,71 @@ class Registry(BreakerRegistry):
 
 def test_a_copy_of_a_registry_subclass_is_of_that_class(copied: Callable[[Any], Any]) -> None:
     assert type(copied(Registry(max_size=3))) is Registry
+
+
+# -- a breaker on its own ----------------------------------------------------------------
+
+
+def fails_on_none(result: object, exc: BaseException | None) -> bool:
+    """A classifier that pickles (a module-level function): a None result is a failure."""
+    return exc is not None or result is None
+
+
+CHANGES: list[tuple[CircuitState, CircuitState]] = []
+
+
+def note_change(old: CircuitState, new: CircuitState) -> None:
+    CHANGES.append((old, new))
+
+
+@pytest.mark.parametrize("how", [*COPIES.values(), copy.copy], ids=[*COPIES, "copy"])
+def test_a_copied_breaker_is_a_new_one_with_the_same_configuration(
+    how: Callable[[Any], Any],
+) -> None:
+    """What the copy keeps is the configuration; its state and counts are its own, so
+    calls through either count in that one alone (a copy of the fields would share the
+    lock and the failure window with the original, but not its state)."""
+    clock = FakeClock()
+    config = CircuitBreakerConfig(failure_threshold=2, reset_timeout=9.0, jitter=0.0)
+    original = CircuitBreaker("payments", config, classifier=fails_on_none, clock=clock)
+    original.add_listener(hear)
+    original.on_state_change = note_change
+    original.call(lambda: "paid")
+    original.force_open()
+    clone = how(original)
+    assert type(clone) is CircuitBreaker and clone is not original
+    assert (clone.name, clone.config, clone.state) == ("payments", config, CircuitState.CLOSED)
+    assert clone.get_metrics().total_requests == 0
+    assert original.get_metrics().total_requests == 1 and original.is_open()
+
+    HEARD.clear()
+    CHANGES.clear()
+    for _ in range(2):
+        assert clone.call(lambda: None) is None  # a failure, by the classifier it kept
+    assert clone.is_open() and original.get_metrics().failed_requests == 0
+    assert HEARD == [("payments", CircuitState.OPEN)]
+    assert CHANGES == [(CircuitState.CLOSED, CircuitState.OPEN)]
+    if how is COPIES["pickle"]:
+        assert isinstance(clone.clock, FakeClock) and clone.clock() == clock()
+    else:  # the same clock, which the test goes on advancing
+        assert clone.clock is clock
+        clock.advance(9.0)
+        assert clone.state is CircuitState.HALF_OPEN
+
+
+@pytest.mark.parametrize("how", [*COPIES.values(), copy.copy], ids=[*COPIES, "copy"])
+def test_a_breaker_sharing_its_state_through_a_store_is_not_copied(
+    how: Callable[[Any], Any],
+) -> None:
+    breaker = BreakerRegistry(store=RecordingStore()).breaker_for("a.test")
+    with pytest.raises(TypeError, match=r"'a\.test' shares its state through a store"):
+        how(breaker)
+
+
+def test_a_live_copy_is_the_one_listed_under_the_name() -> None:
+    original = CircuitBreaker("listed-copy")
+    clone = copy.deepcopy(original)
+    assert get_all_circuit_breakers()["listed-copy"] is clone
+    del clone
+    gc.collect()
+    assert get_all_circuit_breakers()["listed-copy"] is original
