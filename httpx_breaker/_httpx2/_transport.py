@@ -515,7 +515,9 @@ class _AsyncTrackedStream(_Tracked, httpx2.AsyncByteStream):
             # iterator gives then (its end, for a generator), as without the breaker,
             # never an error of ours.
             chunks = self._chunks
-            close = getattr(chunks, "aclose", None)
+            # A stream that is its own iterator (a class with `__anext__`, or another
+            # breaker's body) is closed once, by its own close below, as httpx2 closes it.
+            close = None if chunks is self._stream else getattr(chunks, "aclose", None)
             # Not while another task is inside it (a read in progress): it cannot be
             # closed then (RuntimeError). Closing the stream ends that read, as it does
             # without the breaker.
@@ -559,12 +561,20 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
             chunks = self._chunks
             # Kept, closed: see the async twin; and not while another thread is inside
             # it (a read in progress): it cannot be closed then (ValueError). Closing the
-            # stream ends that read, as it does without the breaker.
-            if chunks is not None and not getattr(chunks, "gi_running", False):
+            # stream ends that read, as it does without the breaker. A stream that is its
+            # own iterator, or another breaker's body (whose close closes its iterator),
+            # is closed once, by its own close below.
+            stream = self._stream
+            if (
+                chunks is not None
+                and chunks is not stream
+                and not (type(chunks) is _SyncChunks and chunks._tracked is stream)
+                and not getattr(chunks, "gi_running", False)
+            ):
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()
-            self._stream.close()
+            stream.close()
         finally:
             self._error = error
             if self._breaker._held():
