@@ -58,6 +58,10 @@ def _patch(library: str, ours: str) -> None:
         (http.Client, breaker.CircuitBreakerTransport, f"{library} sync"),
         (http.AsyncClient, breaker.AsyncCircuitBreakerTransport, f"{library} async"),
     ):
+        if getattr(client_cls.__init__, "breaker_wrap", False):
+            # Patched already: after `httpx2.alias_httpx()` (the Anthropic SDK's suite
+            # calls it), `httpx` is httpx2, and its clients must be wrapped once.
+            continue
         WRAPPED[kind] = 0
         client_cls.__init__ = _wrapping_init(client_cls.__init__, wrapper_cls, kind)
 
@@ -77,12 +81,13 @@ def _wrapping_init(original: Any, wrapper_cls: Any, kind: str) -> Any:
         self._transport = wrap(self._transport)
         self._mounts = {k: wrap(v) for k, v in self._mounts.items()}
 
+    init.breaker_wrap = True  # type: ignore[attr-defined]
     return init
 
 
 if ON:
+    _patch("httpx2", "httpx_breaker.httpx2")  # first: an aliased `httpx` is httpx2
     _patch("httpx", "httpx_breaker")
-    _patch("httpx2", "httpx_breaker.httpx2")
 
 
 def pytest_sessionfinish(session: Any) -> None:
