@@ -86,6 +86,14 @@ def store_samples(samples: dict[Any, float]) -> dict[Any, float]:
     return {k: v for k, v in samples.items() if k[0].startswith("circuit_breaker_store_")}
 
 
+def by_state(samples: dict[Any, float]) -> dict[tuple[str, str | None], float]:
+    """The store samples by (name, its `state` label or None): one store row's."""
+    return {
+        (name, dict(labels).get("state")): value
+        for (name, labels), value in store_samples(samples).items()
+    }
+
+
 def unreachable_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -161,9 +169,7 @@ def test_prometheus_reads_a_fleet_link_as_live_when_one_of_its_stores_is_closed(
     _, before = scrape(collector)
     pair.stores[0].close()
     _, after = scrape(collector)
-    mine = {
-        (name, dict(labels).get("state")): v for (name, labels), v in store_samples(after).items()
-    }
+    mine = by_state(after)
     assert mine[("circuit_breaker_store_connected", None)] == 1.0
     assert mine[("circuit_breaker_store_state", "connected")] == 1.0
     assert mine[("circuit_breaker_store_state", "closed")] == 0.0
@@ -173,9 +179,7 @@ def test_prometheus_reads_a_fleet_link_as_live_when_one_of_its_stores_is_closed(
             assert after[(name, labels)] >= before[(name, labels)], name
     pair.stores[1].close()
     _, closed = scrape(collector)
-    mine = {
-        (name, dict(labels).get("state")): v for (name, labels), v in store_samples(closed).items()
-    }
+    mine = by_state(closed)
     assert mine[("circuit_breaker_store_connected", None)] == 0.0
     assert mine[("circuit_breaker_store_state", "closed")] == 1.0
 
@@ -186,10 +190,7 @@ def test_prometheus_shows_an_unreachable_store_as_disconnected() -> None:
     try:
         wait_until(lambda: store.health.state == "disconnected", what="the failed connect")
         text, samples = scrape(CircuitBreakerCollector(stores=[store]))
-        mine = {
-            (name, dict(labels).get("state")): v
-            for (name, labels), v in store_samples(samples).items()
-        }
+        mine = by_state(samples)
         assert mine[("circuit_breaker_store_connected", None)] == 0.0
         assert mine[("circuit_breaker_store_state", "disconnected")] == 1.0
         assert ("circuit_breaker_store_sync_lag_seconds", None) not in mine

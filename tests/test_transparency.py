@@ -1010,26 +1010,8 @@ def _self_iterating_body(lib: Library) -> Any:
     """A body that is its own iterator (a class with `__next__`/`__anext__`, as our own
     wrapped body is), counting its closes."""
 
-    class Body(lib.SyncByteStream, lib.AsyncByteStream):  # type: ignore[name-defined,misc]
-        def __init__(self) -> None:
-            self.closes = 0
-            self.left = [b"a", b"b", b"c"]
-
-        def __iter__(self) -> Self:
-            return self
-
-        def __next__(self) -> bytes:
-            if not self.left:
-                raise StopIteration
-            return self.left.pop(0)
-
-        def __aiter__(self) -> Self:
-            return self
-
-        async def __anext__(self) -> bytes:
-            if not self.left:
-                raise StopAsyncIteration
-            return self.left.pop(0)
+    class Body(_Chunks, lib.SyncByteStream, lib.AsyncByteStream):  # type: ignore[name-defined,misc]
+        closes = 0
 
         def close(self) -> None:
             self.closes += 1
