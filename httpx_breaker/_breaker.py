@@ -443,10 +443,10 @@ class CircuitBreaker:
         A breaker's state belongs to its process, as a `BreakerRegistry`'s copy says: a
         copy would wait for the closes of permits in flight that never reach it, and a
         copy of the fields would share the lock and the failure window but not the
-        state, so calls through either would move the other's window. The copy is listed by
-        `get_all_circuit_breakers()` under the same name, in place of the original while
-        both live (the newer wins). A breaker that shares its state through a store is
-        not copied: each process makes its own store.
+        state, so calls through either would move the other's window. The copy is
+        listed by `get_all_circuit_breakers()` under the same name, in place of the
+        original while both live (the newer wins). A breaker that shares its state
+        through a store is not copied: each process makes its own store.
 
         Raises:
             TypeError: the breaker shares its state through a store.
