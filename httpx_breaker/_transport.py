@@ -67,41 +67,57 @@ def _check_transport(transport: object, base: type, method: str) -> None:
     `handle_async_request`, nothing more), and so do we: litestar's `TestClientTransport`
     is a plain class. A transport of the wrong kind is refused even when it has a method
     of that name: a sync one given to the async wrapper, or a `BaseTransport` of the
-    other library of the family (its requests are of another type).
+    other library of the family (its requests are of another type). The message then
+    names the wrapper that takes it.
     """
     # `base` and the family's bases are read off the modules now, and a test may have
     # patched one with a mock (google-genai's tests patch `AsyncBaseTransport`): only
     # classes are compared, as httpx, which compares none, would take the transport.
     if isinstance(base, type) and isinstance(transport, base):
         return
+    bases = _family_bases()
+    misfit = next((name for cls, name in bases.items() if isinstance(transport, cls)), None)
     if (
         isinstance(transport, type)  # the class rather than an instance
         or not callable(getattr(transport, method, None))
-        or isinstance(transport, _family_bases())
+        or misfit is not None
     ):
         kind = "AsyncBaseTransport" if method == "handle_async_request" else "BaseTransport"
+        hint = "" if misfit is None else f", an {misfit}: {_wrapper_for(misfit)} takes it"
         raise TypeError(
-            f"transport must be an httpx.{kind} (or have a {method} method), got {transport!r}"
+            f"transport must be an httpx.{kind} (or have a {method} method), "
+            f"got {transport!r}{hint}"
         )
 
 
-def _family_bases() -> tuple[type, ...]:
-    """The base transport classes of both libraries of the family, of those imported.
+def _family_bases() -> dict[type, str]:
+    """The base transport classes of both libraries of the family, of those imported,
+    each with its public name ("httpx2.AsyncBaseTransport").
 
     Compared by identity, never by `__module__`: an SDK may rewrite that (openai sets
     it to "openai" on the httpx2 classes it re-exports). The family's name is read off
     the module rather than spelled, so that the generated twin does the same.
     """
     family = httpx.__name__.rstrip("0123456789")
-    found: list[type] = []
-    for name in (family, family + "2"):
+    found: dict[type, str] = {}
+    # httpx2 first: after `httpx2.alias_httpx()`, "httpx" names httpx2's module too.
+    for name in (family + "2", family):
         module = sys.modules.get(name)
         if module is not None:
             for attr in ("BaseTransport", "AsyncBaseTransport"):
                 cls = getattr(module, attr, None)
                 if isinstance(cls, type):  # not a test's mock of it
-                    found.append(cls)
-    return tuple(found)
+                    found.setdefault(cls, f"{name}.{attr}")
+    return found
+
+
+def _wrapper_for(base_name: str) -> str:
+    """Our wrapper for transports of the base named `base_name` ("httpx2.BaseTransport"
+    gives "httpx_breaker.httpx2.CircuitBreakerTransport")."""
+    library, _, attr = base_name.partition(".")
+    module = "httpx_breaker" + (".httpx2" if library.endswith("2") else "")
+    wrapper = ("Async" if attr.startswith("Async") else "") + "CircuitBreakerTransport"
+    return f"{module}.{wrapper}"
 
 
 def _traces(transport: object) -> bool:

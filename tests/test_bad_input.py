@@ -164,9 +164,17 @@ def test_a_duck_typed_transport_whose_base_shares_httpx_s_name_is_wrapped() -> N
 def test_a_transport_of_the_wrong_kind_is_refused_though_it_has_the_method() -> None:
     """A sync transport under the async wrapper (and the reverse), or an object with no
     such method, is a TypeError when the wrapper is built, naming what was expected."""
-    with pytest.raises(TypeError, match=r"httpx\.AsyncBaseTransport .*handle_async_request"):
+    with pytest.raises(
+        TypeError,
+        match=r"httpx\.AsyncBaseTransport .*handle_async_request.*, an httpx\.BaseTransport: "
+        r"httpx_breaker\.CircuitBreakerTransport takes it$",
+    ):
         AsyncCircuitBreakerTransport(httpx.HTTPTransport())  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match=r"httpx\.BaseTransport .*handle_request"):
+    with pytest.raises(
+        TypeError,
+        match=r"httpx\.BaseTransport .*handle_request.*, an httpx\.AsyncBaseTransport: "
+        r"httpx_breaker\.AsyncCircuitBreakerTransport takes it$",
+    ):
         CircuitBreakerTransport(httpx.AsyncHTTPTransport())  # type: ignore[arg-type]
 
     class SyncOnly(httpx.BaseTransport):

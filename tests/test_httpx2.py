@@ -191,13 +191,29 @@ def test_a_mix_up_is_refused_though_an_sdk_renamed_the_base_classes_module(
 
 def assert_every_mix_up_is_refused() -> None:
     """Each library's transport under the other's wrappers is a TypeError naming the base."""
-    with pytest.raises(TypeError, match=r"httpx2\.BaseTransport"):
+    with pytest.raises(
+        TypeError,
+        match=r"must be an httpx2\.BaseTransport .*, an httpx\.BaseTransport: "
+        r"httpx_breaker\.CircuitBreakerTransport takes it$",
+    ):
         breaker2.CircuitBreakerTransport(httpx.HTTPTransport())
-    with pytest.raises(TypeError, match=r"httpx2\.AsyncBaseTransport"):
+    with pytest.raises(
+        TypeError,
+        match=r"must be an httpx2\.AsyncBaseTransport .*, an httpx\.AsyncBaseTransport: "
+        r"httpx_breaker\.AsyncCircuitBreakerTransport takes it$",
+    ):
         breaker2.AsyncCircuitBreakerTransport(httpx.AsyncHTTPTransport())
-    with pytest.raises(TypeError, match=r"httpx\.BaseTransport"):
+    with pytest.raises(
+        TypeError,
+        match=r"must be an httpx\.BaseTransport .*, an httpx2\.BaseTransport: "
+        r"httpx_breaker\.httpx2\.CircuitBreakerTransport takes it$",
+    ):
         httpx_breaker.CircuitBreakerTransport(httpx2.HTTPTransport())
-    with pytest.raises(TypeError, match=r"httpx\.AsyncBaseTransport"):
+    with pytest.raises(
+        TypeError,
+        match=r"must be an httpx\.AsyncBaseTransport .*, an httpx2\.AsyncBaseTransport: "
+        r"httpx_breaker\.httpx2\.AsyncCircuitBreakerTransport takes it$",
+    ):
         httpx_breaker.AsyncCircuitBreakerTransport(httpx2.AsyncHTTPTransport())
 
 
