@@ -396,3 +396,50 @@ async def test_openai_3_also_takes_an_httpx_client_with_the_httpx_transport(
     assert decisions.seen == [28.0]
     assert [type(r.caused_by.__cause__) for r in retries] == [CircuitOpenError]
     assert api.completions == 1
+
+
+def aiohttp_client(api: FakeAPI, transport: Any) -> Any:
+    """`openai.DefaultAioHttpClient` (openai[aiohttp]) around `transport`, as the docs
+    give it: the SDK's aiohttp client, sending through the breaker over aiohttp."""
+    return openai.AsyncOpenAI(
+        api_key="sk-test",
+        base_url=f"{api.url}/v1",
+        max_retries=0,
+        http_client=openai.DefaultAioHttpClient(transport=transport),
+    )
+
+
+@pytest.mark.skipif(OPENAI_MAJOR < 3, reason="openai's aiohttp client is httpx2's from 3.x")
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp runs on asyncio only
+async def test_openais_aiohttp_client_over_the_breaker(api: FakeAPI, clock: FakeClock) -> None:
+    """Completions, streamed or not, go through aiohttp below the breaker and count;
+    a failing API opens the breaker, and the refusal is found under the SDK's error."""
+    aiohttp_transport = need("httpx_aiohttp.httpx2").AiohttpTransport
+    below = aiohttp_transport(limits=openai.DEFAULT_CONNECTION_LIMITS)
+    transport = lib.AsyncCircuitBreakerTransport(below, registry=breakers(clock))
+    client = aiohttp_client(api, transport)
+    answer = await client.chat.completions.create(model="gpt-fake", messages=MESSAGES)
+    stream = await client.chat.completions.create(
+        model="gpt-fake", messages=MESSAGES, stream=True
+    )
+    streamed = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+    left = await client.chat.completions.create(model="gpt-fake", messages=MESSAGES, stream=True)
+    async for _ in left:
+        break  # a stream left after its first chunk
+    await left.close()
+    breaker = transport.registry[key(api)]
+    assert (answer.choices[0].message.content, streamed) == ("pong", "pong")
+    assert breaker.get_metrics().successful_requests == 3
+    assert api.completions == 3
+
+    api.fail(503)
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            await client.chat.completions.create(model="gpt-fake", messages=MESSAGES)
+    with pytest.raises(openai.APIConnectionError) as info:
+        await client.chat.completions.create(model="gpt-fake", messages=MESSAGES)
+    await client.close()
+    assert isinstance(find_rejection(info.value), lib.CircuitOpenError)
+    assert breaker.state is CircuitState.OPEN
+    assert api.completions == 5  # the refused one never reached the API
+    assert transport.transport is below  # aiohttp's, not one the client built
