@@ -120,6 +120,24 @@ def _wrapper_for(base_name: str) -> str:
     return f"{module}.{wrapper}"
 
 
+def _misdirected(request: object, prefix: str) -> TypeError:
+    """The error for a request of the other library of the family that reached this
+    transport (an httpx2 client given httpx's transport, or the reverse): the wrapped
+    transport refused it with a bare `AssertionError`; this names the transport to use.
+
+    Built on that error's way out only, so that the request path pays nothing for it.
+    """
+    name = httpx.__name__
+    family = name.rstrip("0123456789")
+    other = family + "2" if name == family else family
+    ours = _wrapper_for(f"{name}.{prefix}BaseTransport")
+    theirs = _wrapper_for(f"{other}.{prefix}BaseTransport")
+    return TypeError(
+        f"{ours} is for {name} clients, and a client of another library sent it "
+        f"{request!r}: give that client {theirs}"
+    )
+
+
 def _traces(transport: object) -> bool:
     """Whether `transport` is httpx's own, which reports through httpcore's ``trace``
     extension when a connection has been assigned to a request."""
@@ -975,6 +993,8 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
                     start = began[0]
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead, closes)
+            if exc.__class__ is AssertionError and not isinstance(request, httpx.Request):
+                raise _misdirected(request, "Async") from exc
             raise
         end = clock()
         if response.is_closed or config.outcome_at != "close":
@@ -1324,6 +1344,8 @@ class CircuitBreakerTransport(httpx.BaseTransport):
                     raise CircuitTimeoutError(breaker._name, timeout, request=request)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead, closes)
+            if exc.__class__ is AssertionError and not isinstance(request, httpx.Request):
+                raise _misdirected(request, "") from exc
             raise
         end = clock()
         if response.is_closed or config.outcome_at != "close":

@@ -217,6 +217,50 @@ def assert_every_mix_up_is_refused() -> None:
         httpx_breaker.AsyncCircuitBreakerTransport(httpx2.AsyncHTTPTransport())
 
 
+@pytest.mark.parametrize(
+    ("client", "transport", "advice"),
+    [
+        ("httpx2", httpx_breaker, r"httpx_breaker\.httpx2\.AsyncCircuitBreakerTransport$"),
+        ("httpx", breaker2, r"httpx_breaker\.AsyncCircuitBreakerTransport$"),
+    ],
+)
+async def test_a_client_of_the_other_library_gets_a_type_error_naming_the_transport(
+    client: str, transport: Any, advice: str
+) -> None:
+    """Our transport in a client of the other library (openai 3.x's
+    `DefaultAsyncHttpxClient` is an httpx2 client) reaches the wrapped transport, which
+    refuses the request with a bare AssertionError before any I/O: it comes out as a
+    TypeError that names the transport to use, the AssertionError as its cause."""
+    library = httpx2 if client == "httpx2" else httpx
+    wrapper = transport.AsyncCircuitBreakerTransport()
+    async with library.AsyncClient(transport=wrapper) as sender:
+        with pytest.raises(TypeError, match=advice) as raised:
+            await sender.get("http://127.0.0.1:9/")
+    assert isinstance(raised.value.__cause__, AssertionError)
+    assert wrapper.registry["127.0.0.1:9"].get_metrics().ignored_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("client", "transport", "advice"),
+    [
+        ("httpx2", httpx_breaker, r"httpx_breaker\.httpx2\.CircuitBreakerTransport$"),
+        ("httpx", breaker2, r"httpx_breaker\.CircuitBreakerTransport$"),
+    ],
+)
+def test_a_sync_client_of_the_other_library_gets_a_type_error_naming_the_transport(
+    client: str, transport: Any, advice: str
+) -> None:
+    """The same through the sync transports."""
+    library = httpx2 if client == "httpx2" else httpx
+    wrapper = transport.CircuitBreakerTransport()
+    with (
+        library.Client(transport=wrapper) as sender,
+        pytest.raises(TypeError, match=advice) as raised,
+    ):
+        sender.get("http://127.0.0.1:9/")
+    assert isinstance(raised.value.__cause__, AssertionError)
+
+
 async def test_the_wrapped_body_is_an_httpx2_stream() -> None:
     """The breaker's body wrapper is the byte stream httpx2's client asserts it gets."""
 

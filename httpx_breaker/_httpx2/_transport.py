@@ -124,6 +124,24 @@ def _wrapper_for(base_name: str) -> str:
     return f"{module}.{wrapper}"
 
 
+def _misdirected(request: object, prefix: str) -> TypeError:
+    """The error for a request of the other library of the family that reached this
+    transport (an httpx2 client given httpx2's transport, or the reverse): the wrapped
+    transport refused it with a bare `AssertionError`; this names the transport to use.
+
+    Built on that error's way out only, so that the request path pays nothing for it.
+    """
+    name = httpx2.__name__
+    family = name.rstrip("0123456789")
+    other = family + "2" if name == family else family
+    ours = _wrapper_for(f"{name}.{prefix}BaseTransport")
+    theirs = _wrapper_for(f"{other}.{prefix}BaseTransport")
+    return TypeError(
+        f"{ours} is for {name} clients, and a client of another library sent it "
+        f"{request!r}: give that client {theirs}"
+    )
+
+
 def _traces(transport: object) -> bool:
     """Whether `transport` is httpx2's own, which reports through httpcore2's ``trace``
     extension when a connection has been assigned to a request."""
@@ -979,6 +997,8 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                     start = began[0]
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead, closes)
+            if exc.__class__ is AssertionError and not isinstance(request, httpx2.Request):
+                raise _misdirected(request, "Async") from exc
             raise
         end = clock()
         if response.is_closed or config.outcome_at != "close":
@@ -1328,6 +1348,8 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                     raise httpx2_errors.CircuitTimeoutError(breaker._name, timeout, request=request)
         except BaseException as exc:
             core.failed(breaker, token, request, exc, start, bulkhead, closes)
+            if exc.__class__ is AssertionError and not isinstance(request, httpx2.Request):
+                raise _misdirected(request, "") from exc
             raise
         end = clock()
         if response.is_closed or config.outcome_at != "close":
