@@ -1343,6 +1343,12 @@ class _Stalling(Member):
         return super().shared_view()
 
 
+def _wait_for_the_stall(staller: _Stalling, store: RedisStore) -> None:
+    """Until the store's thread is held in `staller`'s view; if it never gets there, the
+    failure says how the store was doing (a 3.10 run once timed out here, unexplained)."""
+    assert staller.entered.wait(10), f"the store's thread never read the view: {store.health}"
+
+
 def test_a_local_close_that_reaches_the_fleet_after_a_newer_reopen_loses(
     patient_fleet: Fleet, server: Server
 ) -> None:
@@ -1362,7 +1368,7 @@ def test_a_local_close_that_reaches_the_fleet_after_a_newer_reopen_loses(
         wait_until(lambda: second.state is HALF_OPEN, what="the fleet's half-open")
         staller.stalling = True
         staller.trip()  # its answer reads its view: the store's thread waits there
-        assert staller.entered.wait(10)
+        _wait_for_the_stall(staller, store)
         first.close()  # queued behind the stalled work
 
         def server_ms() -> int:
@@ -1821,7 +1827,7 @@ def test_a_replicas_own_message_does_not_undo_what_it_did_since(
     staller.stalling = True
     first.trip()
     staller.trip()  # after the first's answer, its view holds the store's thread
-    assert staller.entered.wait(10)
+    _wait_for_the_stall(staller, store)
     wait_until(lambda: second.state is OPEN, what="the trip's message")
     first.state = CLOSED  # reset() right after: a local cause, never published
     staller.stalling = False
@@ -1960,7 +1966,7 @@ def test_refused_requests_queue_one_lease_ask_at_a_time(
     wait_until(lambda: link.acked == link.token, what="the half-open's answer")  # type: ignore[attr-defined]
     staller.stalling = True
     staller.trip()
-    assert staller.entered.wait(10)
+    _wait_for_the_stall(staller, store)
     try:
         for _ in range(50):
             assert link.take_lease() is None
