@@ -951,7 +951,8 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
                 a ``policy`` that is not a pattern of the policies, or an empty ``key``.
             TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
                 ``bypass`` not a `bool`, its ``policy`` or ``key`` not a `str`; or the `key`
-                function returned something that is not a `str`.
+                function returned something that is not a `str`; or a client of the other
+                library sent the request (the message names the transport to use).
         """
         core = self._core
         by_url = core.by_url
@@ -1282,7 +1283,8 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                 a ``policy`` that is not a pattern of the policies, or an empty ``key``.
             TypeError: ``extensions["circuit_breaker"]`` is not a mapping, its
                 ``bypass`` not a `bool`, its ``policy`` or ``key`` not a `str`; or the `key`
-                function returned something that is not a `str`.
+                function returned something that is not a `str`; or a client of the other
+                library sent the request (the message names the transport to use).
         """
         core = self._core
         by_url = core.by_url
