@@ -5,11 +5,13 @@ True = failure, False = success, None = ignore (neither). It is asked once per
 request, when the response body is closed, or when the request failed with no
 response. An error while the body streams arrives as `(request, response, exception)`;
 a caller that stops reading early is not an error, so that response arrives as
-`(request, response, None)`.
+`(request, response, None)`. A classifier may read the body of a response read to the
+end (`response.json()`; see `reads_body`); any other raises `httpx.ResponseNotRead`.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 
 import httpx
@@ -115,6 +117,21 @@ def default_classifier(
     return response.status_code in DEFAULT_FAILURE_STATUSES
 
 
+_BODYLESS: weakref.WeakSet[Classifier] = weakref.WeakSet()
+"""Classifiers known to judge without reading a body: the default rules and those
+`make_classifier` builds. For any other, the transports keep a body's chunks while it
+is read, so that the classifier can read it (see `reads_body`)."""
+
+
+def reads_body(classifier: Classifier) -> bool:
+    """Whether `classifier` may read a response's body (`response.json()`): any
+    classifier but the default rules and those `make_classifier` builds."""
+    try:
+        return classifier not in _BODYLESS
+    except TypeError:  # an unhashable callable, such as a dataclass with `__call__`
+        return True
+
+
 def _exception_types(field: str, value: Iterable[type[BaseException]]) -> tuple[type[BaseException], ...]:
     items = tuple(value)
     for item in items:
@@ -180,4 +197,8 @@ def make_classifier(
             return True
         return None if status in ignoring else False
 
+    _BODYLESS.add(classify)
     return classify
+
+
+_BODYLESS.add(default_classifier)

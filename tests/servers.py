@@ -23,6 +23,9 @@ fixtures do). The app:
   challenge unless the credentials are right (Digest: MD5, qop=auth)
 - ``/cookies/set?name=value``: sets cookies; ``/cookies``: the cookies received, as JSON
 - ``/echo``: any method; the method, the body and the request headers, as JSON
+- ``/json?errors=N&pad=B&parts=P&gzip=1``: a JSON object ``{"errors": [...], "pad":
+  "..."}`` (N errors, B bytes of padding), streamed in P parts, gzip-compressed whole
+  (``Content-Encoding: gzip``) with ``gzip=1``: what a GraphQL server answers
 - ``/_control/count?tag=T[&path=P]``: how many requests tagged T (to path P) arrived;
   ``/_control/...`` requests are not counted
 """
@@ -32,7 +35,9 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import gzip
 import hashlib
+import json
 import os
 import secrets
 import selectors
@@ -199,6 +204,23 @@ def make_app() -> Any:
             }
         )
 
+    async def json_body(request: Request) -> Response:
+        errors = [{"message": f"error {i}"} for i in range(int(number(request, "errors", 0)))]
+        body = json.dumps({"errors": errors, "pad": "x" * int(number(request, "pad", 0))})
+        data = body.encode()
+        headers = {}
+        if request.query_params.get("gzip") == "1":
+            data = gzip.compress(data)
+            headers["Content-Encoding"] = "gzip"
+        parts = max(int(number(request, "parts", 1)), 1)
+        size = -(-len(data) // parts)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), size):
+                yield data[start : start + size]
+
+        return StreamingResponse(chunks(), media_type="application/json", headers=headers)
+
     async def count(request: Request) -> Response:
         tag = request.query_params.get("tag", "")
         path = request.query_params.get("path")
@@ -222,6 +244,7 @@ def make_app() -> Any:
         Route("/cookies/set", set_cookies),
         Route("/cookies", cookies),
         Route("/echo", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/json", json_body),
         Route("/_control/count", count),
     ]
     app = Starlette(routes=routes)

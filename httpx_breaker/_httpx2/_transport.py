@@ -38,6 +38,7 @@ from ._classify import (
     Classifier,
     default_classifier,
     from_cache,
+    reads_body,
 )
 from .._config import CircuitBreakerConfig
 from .._deadline import cancel_scope, scope_now, sweeper_for
@@ -61,6 +62,10 @@ _CLOSED = CircuitState.CLOSED
 _running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 _new = object.__new__
+
+BODY_KEPT = 1 << 20
+"""How much of a body (bytes, as received) the transports keep for a classifier that
+may read it: a body read whole within this reaches the classifier readable."""
 
 
 def _check_transport(transport: object, base: type, method: str) -> None:
@@ -151,7 +156,17 @@ def _traces(transport: object) -> bool:
 class _Core:
     """What both transports do around the wrapped transport, with no I/O of its own."""
 
-    __slots__ = ("by_url", "classifier", "closes", "default_rules", "key", "registry", "traces")
+    __slots__ = (
+        "async_stream",
+        "by_url",
+        "classifier",
+        "closes",
+        "default_rules",
+        "key",
+        "registry",
+        "sync_stream",
+        "traces",
+    )
 
     def __init__(
         self,
@@ -193,6 +208,14 @@ class _Core:
         )
         # Whether the default rules judge: a response then needs no classifier call.
         self.default_rules = self.classifier is default_classifier
+        # What wraps a body whose outcome is known at close: for a classifier that may
+        # read the body, one that keeps its chunks (httpx2 stores a response's content
+        # only after its body is closed, too late for the classifier).
+        keeps = reads_body(self.classifier)
+        self.async_stream: type[_AsyncTrackedStream] = (
+            _AsyncKeptStream if keeps else _AsyncTrackedStream
+        )
+        self.sync_stream: type[_SyncTrackedStream] = _SyncKeptStream if keeps else _SyncTrackedStream
         # How many times the transport (or a client over it) was closed. A request keeps
         # the count it was admitted under: an error after a close since then is ours, not
         # the host's. A count, not a flag: a transport shared by clients that come and
@@ -271,10 +294,12 @@ class _Core:
                 return IGNORED
         try:
             verdict = self.classifier(request, response, exc)
-        except Exception:
+        except Exception as error:
+            hint = _NOT_READ_HINT if isinstance(error, httpx2.ResponseNotRead) else ""
             logger.exception(
-                "classifier raised for circuit breaker %r; the outcome is ignored",
+                "classifier raised for circuit breaker %r; the outcome is ignored%s",
                 breaker.name,
+                hint,
                 extra={"circuit_breaker": breaker.name},
             )
             return IGNORED
@@ -336,6 +361,10 @@ class _Core:
                 )
             _finish(self, breaker, token, request, response, None, start, end, closes)
         else:
+            if tracked is _AsyncTrackedStream:
+                tracked = self.async_stream
+            elif tracked is _SyncTrackedStream:
+                tracked = self.sync_stream
             response.stream = tracked(  # type: ignore[assignment]  # one of the two stream classes
                 response.stream,
                 self,
@@ -350,6 +379,13 @@ class _Core:
             )
         response.extensions[EXTENSION] = {"key": breaker._name, "state": state, "breaker": breaker}
         return response
+
+
+_NOT_READ_HINT = (
+    " (a classifier can read a body only when it was read to the end, within "
+    f"{BODY_KEPT:,} bytes, with outcome_at=\"close\"; "
+    "catch httpx2.ResponseNotRead for the others)"
+)
 
 
 def _finish(
@@ -602,7 +638,7 @@ class _SyncTrackedStream(_Tracked, httpx2.SyncByteStream):
             if (
                 chunks is not None
                 and chunks is not stream
-                and not (type(chunks) is _SyncChunks and chunks._tracked is stream)
+                and not (isinstance(chunks, _SyncChunks) and chunks._tracked is stream)
                 and not getattr(chunks, "gi_running", False)
             ):
                 close = getattr(chunks, "close", None)
@@ -658,6 +694,149 @@ class _SyncChunks:
                 # and a read after this one finds the end, as a closed generator gives.
                 tracked._chunks = iter(())
                 close()
+
+
+class _AsyncKeptStream(_AsyncTrackedStream):
+    """`_AsyncTrackedStream` for a classifier that may read the body: it keeps the
+    chunks (up to `BODY_KEPT` bytes), so that a body read to the end reaches the
+    classifier readable (`_ReadResponse`). A body left early, cut by an error or longer
+    than that reaches it unread, as before."""
+
+    __slots__ = ("_kept", "_kept_size", "_whole")
+
+    _kept: list[bytes] | None  # None: keeping nothing (any more)
+    _kept_size: int
+    _whole: bool  # read to the end
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._chunks is None:
+            self._chunks = self._stream.__aiter__()
+            # Set here, not at construction (the transports build the object without
+            # `__init__`); with no outcome pending (a bulkhead slot only), keep nothing.
+            self._kept = [] if self._core is not None else None
+            self._kept_size = 0
+            self._whole = False
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk: bytes = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._chunks = None
+            self._whole = True
+            raise
+        except BaseException as exc:
+            self._error = exc
+            raise
+        if self._kept is not None:
+            _keep(self, chunk)
+        return chunk
+
+    def _settle(self) -> None:
+        _offer_body(self)
+        _Tracked._settle(self)
+
+
+class _SyncKeptStream(_SyncTrackedStream):
+    """The sync twin of `_AsyncKeptStream`."""
+
+    __slots__ = ("_kept", "_kept_size", "_whole")
+
+    _kept: list[bytes] | None  # None: keeping nothing (any more)
+    _kept_size: int
+    _whole: bool  # read to the end
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._chunks is None:
+            self._chunks = iter(self._stream)
+            self._kept = [] if self._core is not None else None
+            self._kept_size = 0
+            self._whole = False
+        chunks = _new(_SyncKeptChunks)
+        chunks._tracked = self
+        return chunks
+
+    def _settle(self) -> None:
+        _offer_body(self)
+        _Tracked._settle(self)
+
+
+class _SyncKeptChunks(_SyncChunks):
+    """The iterator of a `_SyncKeptStream`: `_SyncChunks`, keeping what it reads."""
+
+    __slots__ = ()
+
+    def __next__(self) -> bytes:
+        tracked: Any = self._tracked
+        try:
+            chunk: bytes = next(tracked._chunks)
+        except StopIteration:
+            tracked._chunks = None
+            tracked._whole = True
+            raise
+        except BaseException as exc:
+            tracked._error = exc
+            raise
+        if tracked._kept is not None:
+            _keep(tracked, chunk)
+        return chunk
+
+
+def _keep(tracked: _AsyncKeptStream | _SyncKeptStream, chunk: bytes) -> None:
+    """Keep `chunk` for the classifier, or stop keeping once the body is too long."""
+    size = tracked._kept_size + len(chunk)
+    if size > BODY_KEPT:
+        tracked._kept = None  # no longer readable whole: the classifier gets it unread
+    else:
+        tracked._kept_size = size
+        tracked._kept.append(chunk)  # type: ignore[union-attr]  # checked by the callers
+
+
+def _offer_body(tracked: _AsyncKeptStream | _SyncKeptStream) -> None:
+    """Before the outcome of a body read to the end, with no error, within `BODY_KEPT`:
+    let the classifier have the response with its content."""
+    kept = getattr(tracked, "_kept", None)  # unset if the body was never iterated
+    if kept is None:
+        return
+    tracked._kept = None
+    response = tracked._response
+    if tracked._core is not None and tracked._whole and tracked._error is None and response is not None:
+        tracked._response = _ReadResponse._of(response, kept)
+
+
+class _ReadResponse(httpx2.Response):
+    """What a classifier that may read the body gets for a response read to the end:
+    the same response (a copy of its fields; the headers, request and extensions are
+    the same objects), whose content is there: httpx2 stores it on the caller's response
+    only after the body is closed, which is when the outcome is judged. The content is
+    decoded from the kept chunks when first asked for; the caller's response is never
+    touched."""
+
+    @classmethod
+    def _of(cls, response: httpx2.Response, chunks: list[bytes]) -> _ReadResponse:
+        view = _new(cls)
+        fields = view.__dict__
+        fields.update(response.__dict__)
+        fields.pop("_decoder", None)  # the caller's, mid-way through the same bytes
+        fields["_chunks_kept"] = chunks
+        return view
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for what is not set: `_content` until first asked for (httpx2's `content`,
+        # `read()` and `iter_bytes()` all look for it).
+        if name != "_content":
+            raise AttributeError(name)
+        raw = b"".join(self.__dict__.pop("_chunks_kept", ()))
+        encoding = self.headers.get("content-encoding")
+        if encoding is None:
+            content = raw
+        else:  # decoded as httpx2 decodes it, by a response of its own
+            decoding = httpx2.Response(
+                200, headers={"content-encoding": encoding}, stream=httpx2.ByteStream(raw)
+            )
+            content = decoding.read()
+        self._content = content
+        return content
 
 
 def _pool_timeout(request: httpx2.Request) -> float | None:
@@ -836,6 +1015,8 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
         policies: pattern -> policy (exact key, host, or ``*.suffix``).
         classifier: `(request, response, exception) -> bool | None`; see
             `httpx_breaker.classifiers`. Defaults to the rules of `default_classifier`.
+            Any other than those and `make_classifier`'s may read a body read to the
+            end, up to `BODY_KEPT` bytes (`response.json()`): its chunks are kept for it.
         key: `request -> str` naming the breaker of a request; host[:port] by default.
         registry: a `BreakerRegistry` to use (and share); not together with `default`,
             `policies` or `store`.
@@ -1017,7 +1198,7 @@ class AsyncCircuitBreakerTransport(httpx2.AsyncBaseTransport):
             )
         # `_AsyncTrackedStream(response.stream, core, ...)`, spelled out: a class call
         # with an `__init__` costs twice the stores it makes.
-        tracked = _new(_AsyncTrackedStream)
+        tracked = _new(core.async_stream)
         tracked._stream = response.stream
         tracked._chunks = None
         tracked._core = core
@@ -1195,7 +1376,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
         default: the policy for hosts no pattern of `policies` matches.
         policies: pattern -> policy (exact key, host, or ``*.suffix``).
         classifier: `(request, response, exception) -> bool | None`; see
-            `httpx_breaker.classifiers`.
+            `httpx_breaker.classifiers`; it may read a body as in the async twin.
         key: `request -> str` naming the breaker of a request; host[:port] by default.
         registry: a `BreakerRegistry` to use (and share, with async transports too); not
             together with `default` or `policies`.
@@ -1368,7 +1549,7 @@ class CircuitBreakerTransport(httpx2.BaseTransport):
                 closes,
             )
         # `_SyncTrackedStream(response.stream, core, ...)`, spelled out as in the async twin.
-        tracked = _new(_SyncTrackedStream)
+        tracked = _new(core.sync_stream)
         tracked._stream = response.stream
         tracked._chunks = None
         tracked._closed = False
