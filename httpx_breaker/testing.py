@@ -262,7 +262,10 @@ def breaker_testing(*targets: Target, clock: FakeClock | None = None) -> Iterato
 
     Args:
         clock: the clock to use; by default a new `FakeClock` that starts at the
-            current `time.monotonic()`.
+            current `time.monotonic()`, rounded down to a whole second, so that whole
+            (and binary-fraction) seconds add up exactly: a 60 s open period set in the
+            block reads back as ``retry_after == 60.0``, whatever the machine's uptime
+            (from an uneven start, it can be off by a rounding error, 60.00000000000364).
 
     Raises:
         TypeError: no targets, or one of an unknown kind.
@@ -284,7 +287,7 @@ def breaker_testing(*targets: Target, clock: FakeClock | None = None) -> Iterato
             raise TypeError(f"breaker_testing() takes {_describe(target)}")
         breakers.append(breaker)
 
-    fake = clock if clock is not None else FakeClock(time.monotonic())
+    fake = clock if clock is not None else FakeClock(math.floor(time.monotonic()))
     # The clock each breaker goes back to on exit, and each registry's.
     originals: dict[int, tuple[CircuitBreaker, Callable[[], float]]] = {}
     registry_clocks = [(registry, registry.set_clock(fake)) for registry in registries]

@@ -144,8 +144,7 @@ async def test_async_transport_open_host_without_waiting() -> None:
                 with pytest.raises(CircuitOpenError) as info:
                     await client.get(f"https://{HOST}/")
                 assert info.value.key == HOST
-                # The fake clock starts at time.monotonic(): compare across float rounding.
-                assert info.value.retry_after == pytest.approx(30.0)
+                assert info.value.retry_after == 30.0  # exactly: see the test below
                 assert api.call_count == 0
                 assert (await client.get("https://other.example.com/")).status_code == 200
                 clock.advance(info.value.retry_after)
@@ -153,6 +152,25 @@ async def test_async_transport_open_host_without_waiting() -> None:
                 assert response.extensions["circuit_breaker"]["state"] is CircuitState.HALF_OPEN
                 assert transport.registry[HOST].state is CircuitState.CLOSED
         assert (api.call_count, other.call_count) == (1, 1)
+
+
+@pytest.mark.parametrize("uptime", [32_760.3, 65_500.77, 0.25, 1_000_000.123])
+def test_whole_seconds_read_back_exactly_whatever_the_uptime(
+    uptime: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default fake clock starts at a whole second, so a 60 s open period reads
+    back as 60.0 even when the real clock is just below a power of two (from 32,760.3
+    s it read 60.00000000000364, and a docs example comparing it failed)."""
+    monkeypatch.setattr(httpx_breaker.testing.time, "monotonic", lambda: uptime)
+    transport = AsyncCircuitBreakerTransport(default=CircuitBreakerConfig(reset_timeout=60.0))
+    with breaker_testing(transport) as clock:
+        assert clock() == float(int(uptime))
+        breaker = set_state(transport, HOST, CircuitState.OPEN)
+        assert breaker.retry_after == 60.0
+        clock.advance(5)
+        assert breaker.retry_after == 55.0
+        clock.advance(0.5)
+        assert breaker.retry_after == 54.5
 
 
 def test_sync_transport_and_registry_targets() -> None:
