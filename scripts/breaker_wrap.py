@@ -14,10 +14,14 @@ Environment:
     BREAKER_DRY_RUN=1         `dry_run=True`: counts, never refuses (tells a suite's own
                               deliberate failures opening a shared client's breaker apart
                               from a transparency bug)
+    BREAKER_CLASSIFIER=body   a classifier that reads every body it can (then judges by
+                              the default rules): the transports then keep the chunks of
+                              each body and hand the classifier a copy of the response
 
 The summary line ``breaker_wrap: on=... wrapped=...`` counts the clients wrapped in
 every process, pytest-xdist workers included: a wrapped run that wrapped nothing proves
-nothing.
+nothing. With ``BREAKER_CLASSIFIER=body`` it also counts the bodies the classifier read
+and those it found unread.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ if os.environ.get("BREAKER_MAX_CONCURRENT"):
 if os.environ.get("BREAKER_DRY_RUN") == "1":
     _options["dry_run"] = True
 CONFIG = CircuitBreakerConfig(**_options) if _options else None
+READS_BODY = os.environ.get("BREAKER_CLASSIFIER") == "body"
 WRAPPED: dict[str, int] = {}
 """Clients wrapped in this process, by kind: ``httpx sync``, ``httpx2 async``, ..."""
 
@@ -63,15 +68,34 @@ def _patch(library: str, ours: str) -> None:
             # calls it), `httpx` is httpx2, and its clients must be wrapped once.
             continue
         WRAPPED[kind] = 0
-        client_cls.__init__ = _wrapping_init(client_cls.__init__, wrapper_cls, kind)
+        rules = importlib.import_module(f"{ours}.classifiers" if ours == "httpx_breaker" else ours)
+        classifier = _body_reader(http, rules.default_classifier) if READS_BODY else None
+        client_cls.__init__ = _wrapping_init(client_cls.__init__, wrapper_cls, kind, classifier)
 
 
-def _wrapping_init(original: Any, wrapper_cls: Any, kind: str) -> Any:
+def _body_reader(http: Any, default: Any) -> Any:
+    """A classifier that reads the body when it is there, then keeps to `default`."""
+
+    def classify(request: Any, response: Any, exc: BaseException | None) -> bool | None:
+        if response is not None and exc is None:
+            try:
+                response.content  # noqa: B018
+            except http.ResponseNotRead:
+                WRAPPED["body unread"] = WRAPPED.get("body unread", 0) + 1
+            else:
+                WRAPPED["body read"] = WRAPPED.get("body read", 0) + 1
+        verdict: bool | None = default(request, response, exc)
+        return verdict
+
+    return classify
+
+
+def _wrapping_init(original: Any, wrapper_cls: Any, kind: str, classifier: Any) -> Any:
     def wrap(transport: Any) -> Any:
         if transport is None or isinstance(transport, wrapper_cls):
             return transport
         WRAPPED[kind] += 1
-        return wrapper_cls(transport, default=CONFIG)
+        return wrapper_cls(transport, default=CONFIG, classifier=classifier)
 
     # The client's own signature kept: google-genai reads it to choose which of its
     # arguments a client takes, and without it dropped the test's `transport`.
