@@ -1,8 +1,9 @@
 """The wrapper is transparent: httpx behaves the same with and without it.
 
-Each scenario runs twice against the same real server, once through httpx's own
-transport and once through the breaker wrapping that transport, and what the caller
-observes must be equal. The only allowed difference is the wrapped response's
+Each scenario runs three times against the same real server: through httpx's own
+transport, through the breaker wrapping that transport, and through the breaker with
+a classifier that reads every body (whose chunks the breaker then keeps for it); what
+the caller observes must be equal. The only allowed difference is the wrapped response's
 ``extensions["circuit_breaker"]``. Every scenario runs against uvicorn (HTTP/1.1) and
 hypercorn (HTTP/2 with prior knowledge), under asyncio, trio and the sync client. The
 breaker's config is the default one: no deadline of its own, so httpx's timeouts are
@@ -38,6 +39,7 @@ from httpx_breaker import (
     CircuitBreakerTransport,
     CircuitState,
 )
+from httpx_breaker.classifiers import default_classifier
 
 from .libraries import Library
 from .servers import SSL_CONTEXT, Server
@@ -67,6 +69,22 @@ def server(request: pytest.FixtureRequest) -> Server:
     return found
 
 
+def reads_every_body(
+    request: httpx.Request, response: httpx.Response | None, exc: BaseException | None
+) -> bool | None:
+    """A classifier that reads every body it is given (the transports then keep each
+    body's chunks for it and hand it a copy of the response), then keeps to the
+    default rules: what it reads must change nothing the caller sees."""
+    if response is not None and exc is None:
+        with contextlib.suppress(httpx.ResponseNotRead):
+            assert isinstance(response.content, bytes)
+    return default_classifier(request, response, exc)
+
+
+# The runs of a scenario: unwrapped (None), then through the breaker with each classifier.
+WRAPPINGS: tuple[str | None, ...] = (None, "default rules", "reads every body")
+CLASSIFIERS: dict[str | None, Any] = {"default rules": None, "reads every body": reads_every_body}
+
 AsyncClientFactory = Callable[..., httpx.AsyncClient]
 SyncClientFactory = Callable[..., httpx.Client]
 
@@ -74,54 +92,67 @@ SyncClientFactory = Callable[..., httpx.Client]
 async def same_async(
     server: Server, scenario: Callable[[AsyncClientFactory], Awaitable[Any]]
 ) -> Any:
-    """Run `scenario` unwrapped, then wrapped; assert both observed the same; return it.
+    """Run `scenario` unwrapped, then wrapped (with the default rules, and with a
+    classifier that reads every body: see `reads_every_body`); assert all observed the
+    same; return it.
 
     The scenario builds its client with the factory it is given, which takes the
     client's options and, optionally, `inner=`: the httpx transport to use (wrapped or
     not); by default an `httpx.AsyncHTTPTransport` speaking the server's protocol.
     """
     seen = []
-    for wrapped in (False, True):
+    for wrapped in WRAPPINGS:
 
         def make_client(
             *,
             inner: httpx.AsyncBaseTransport | None = None,
-            _wrapped: bool = wrapped,
+            _wrapped: str | None = wrapped,
             **options: Any,
         ) -> httpx.AsyncClient:
             if inner is None:
                 inner = httpx.AsyncHTTPTransport(
                     http1=not server.http2, http2=server.http2, verify=SSL_CONTEXT
                 )
-            transport = AsyncCircuitBreakerTransport(inner) if _wrapped else inner
+            transport = (
+                AsyncCircuitBreakerTransport(inner, classifier=CLASSIFIERS[_wrapped])
+                if _wrapped
+                else inner
+            )
             options.setdefault("timeout", GENEROUS)
             return httpx.AsyncClient(transport=transport, base_url=server.base, **options)
 
         seen.append(await scenario(make_client))
-    plain, through_breaker = seen
-    assert through_breaker == plain
+    plain, *through_breaker = seen
+    assert through_breaker == [plain] * len(through_breaker)
     return plain
 
 
 def same_sync(server: Server, scenario: Callable[[SyncClientFactory], Any]) -> Any:
     """The sync twin of `same_async`."""
     seen = []
-    for wrapped in (False, True):
+    for wrapped in WRAPPINGS:
 
         def make_client(
-            *, inner: httpx.BaseTransport | None = None, _wrapped: bool = wrapped, **options: Any
+            *,
+            inner: httpx.BaseTransport | None = None,
+            _wrapped: str | None = wrapped,
+            **options: Any,
         ) -> httpx.Client:
             if inner is None:
                 inner = httpx.HTTPTransport(
                     http1=not server.http2, http2=server.http2, verify=SSL_CONTEXT
                 )
-            transport = CircuitBreakerTransport(inner) if _wrapped else inner
+            transport = (
+                CircuitBreakerTransport(inner, classifier=CLASSIFIERS[_wrapped])
+                if _wrapped
+                else inner
+            )
             options.setdefault("timeout", GENEROUS)
             return httpx.Client(transport=transport, base_url=server.base, **options)
 
         seen.append(scenario(make_client))
-    plain, through_breaker = seen
-    assert through_breaker == plain
+    plain, *through_breaker = seen
+    assert through_breaker == [plain] * len(through_breaker)
     return plain
 
 
