@@ -13,6 +13,9 @@ import contextlib
 import dataclasses
 import json
 import logging
+import tracemalloc
+import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -277,3 +280,40 @@ async def test_a_classifier_that_reads_a_body_that_is_not_there_is_told_why(
     assert caplog.text.count("classifier raised") == 1
     metrics = transport.registry[http1_server.key].get_metrics()
     assert (metrics.ignored_requests, metrics.failed_requests) == (1, 1)
+
+
+
+class _Pieces(httpx.SyncByteStream):
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.pieces
+
+
+def test_a_small_body_that_decodes_past_the_limit_reaches_the_classifier_unread() -> None:
+    """64 KiB of gzip that decode to 64 MiB, forwarded raw by a caller who never
+    decodes them: the classifier gets the body unread, and decoding it for the
+    classifier stops at the limit rather than holding 64 MiB nobody asked for."""
+    squeezer = zlib.compressobj(wbits=31)  # gzip
+    zeros = bytes(1 << 20)
+    raw = b"".join(squeezer.compress(zeros) for _ in range(64)) + squeezer.flush()
+    assert len(raw) < BODY_KEPT // 8
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        pieces = [raw[i : i + 8192] for i in range(0, len(raw), 8192)]
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, stream=_Pieces(pieces))
+
+    classifier = GraphQL(Library("httpx"))
+    transport = CircuitBreakerTransport(httpx.MockTransport(answer), classifier=classifier)
+    with httpx.Client(transport=transport) as client:
+        tracemalloc.start()
+        try:
+            with client.stream("GET", "https://bomb.example.com/") as response:
+                forwarded = sum(len(chunk) for chunk in response.iter_raw())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert forwarded == len(raw)
+    assert classifier.seen == ["unread"]
+    assert peak < 16 * BODY_KEPT  # 64 MiB and more before the decoding was bounded

@@ -64,8 +64,9 @@ _current_task = asyncio.current_task
 _new = object.__new__
 
 BODY_KEPT = 1 << 20
-"""How much of a body (bytes, as received) the transports keep for a classifier that
-may read it: a body read whole within this reaches the classifier readable."""
+"""How much of a body (bytes, as received, and again once decoded) the transports keep
+for a classifier that may read it: a body read whole within this reaches the
+classifier readable."""
 
 
 def _check_transport(transport: object, base: type, method: str) -> None:
@@ -823,20 +824,50 @@ class _ReadResponse(httpx2.Response):
 
     def __getattr__(self, name: str) -> Any:
         # Only for what is not set: `_content` until first asked for (httpx2's `content`,
-        # `read()` and `iter_bytes()` all look for it).
+        # `read()` and `iter_bytes()` all look for it with `hasattr`).
         if name != "_content":
             raise AttributeError(name)
-        raw = b"".join(self.__dict__.pop("_chunks_kept", ()))
+        fields = self.__dict__
+        chunks = fields.get("_chunks_kept")
+        if chunks is None:  # decoded past `BODY_KEPT` at a first try
+            raise httpx2.ResponseNotRead
+        fields["_chunks_kept"] = None
+        raw = b"".join(chunks)
         encoding = self.headers.get("content-encoding")
-        if encoding is None:
-            content = raw
-        else:  # decoded as httpx2 decodes it, by a response of its own
-            decoding = httpx2.Response(
-                200, headers={"content-encoding": encoding}, stream=httpx2.ByteStream(raw)
-            )
-            content = decoding.read()
-        self._content = content
+        content = raw if encoding is None else _decoded(raw, encoding)
+        if content is None:
+            raise httpx2.ResponseNotRead
+        fields["_content"] = content
         return content
+
+
+class _Slices(httpx2.SyncByteStream):
+    """`data` in small slices: a decoder fed one at a time can be stopped before a
+    small compressed body has grown into a huge one."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        data = self._data
+        for start in range(0, len(data), 1024):
+            yield data[start : start + 1024]
+
+
+def _decoded(raw: bytes, encoding: str) -> bytes | None:
+    """`raw` decoded as httpx2 decodes a body with that ``Content-Encoding``, or None when
+    it decodes to more than `BODY_KEPT` bytes (a body the caller may never have decoded
+    must not cost more memory than one kept as received)."""
+    decoding = httpx2.Response(200, headers={"content-encoding": encoding}, stream=_Slices(raw))
+    parts = []
+    size = 0
+    for part in decoding.iter_bytes():
+        size += len(part)
+        if size > BODY_KEPT:
+            decoding.close()
+            return None
+        parts.append(part)
+    return b"".join(parts)
 
 
 def _pool_timeout(request: httpx2.Request) -> float | None:
