@@ -52,7 +52,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from . import _redis_scripts as scripts
-from ._config import CircuitBreakerConfig
+from ._config import CircuitBreakerConfig, ConfigTypeError
 from ._state import CircuitState
 from ._store import (
     Lease,
@@ -350,9 +350,9 @@ class RedisStore:
         self._lease_ttl = _check_seconds("lease_ttl", lease_ttl)
         self._ttl = _check_seconds("ttl", ttl)
         if not isinstance(share_counts, bool):
-            raise TypeError(f"share_counts must be a bool, got {share_counts!r}")
+            raise ConfigTypeError(f"share_counts must be a bool, got {share_counts!r}")
         if not isinstance(readable_keys, bool):
-            raise TypeError(f"readable_keys must be a bool, got {readable_keys!r}")
+            raise ConfigTypeError(f"readable_keys must be a bool, got {readable_keys!r}")
         self._namespace = namespace
         self._share_counts = share_counts
         self._readable_keys = readable_keys
@@ -1159,14 +1159,19 @@ def _decode(reply: Any) -> list[Any]:
 def _check_url(url: object) -> tuple[str, tuple[str, ...], str]:
     """(the URL without credentials, the secrets in it, the URL redis-py is given)."""
     if not isinstance(url, str):
-        raise TypeError(f"url must be a str, got {type(url).__name__}")
+        raise ConfigTypeError(f"url must be a str, got {type(url).__name__}")
     parts = urllib.parse.urlsplit(url)
+    # redis-py also takes the password from the query (`?password=`), as unix:// URLs
+    # must give it.
+    asked = urllib.parse.parse_qs(parts.query).get("password", [])
     secrets = tuple(
         s
         for s in (
             parts.password,
             urllib.parse.unquote(parts.password or ""),
             parts.username if parts.password else None,
+            *asked,
+            *(urllib.parse.quote(a, safe="") for a in asked),
         )
         if s
     )
@@ -1183,7 +1188,8 @@ def _check_url(url: object) -> tuple[str, tuple[str, ...], str]:
         netloc = f"{netloc}:{port}"
     if parts.username or parts.password:
         netloc = f"***@{netloc}"
-    display = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    # Spelt out: `urlunsplit` drops the "//" of a URL with no host (unix:///path).
+    display = f"{parts.scheme}://{netloc}{parts.path}"
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
         raise ValueError(
@@ -1201,13 +1207,15 @@ def _check_url(url: object) -> tuple[str, tuple[str, ...], str]:
         path = parts.path.strip("/")
         if path and not (path.isascii() and path.isdigit()):
             raise ValueError(f"url {display!r}: the database must be a number, got {path!r}")
-    connect = urllib.parse.urlunsplit((scheme, *parts[1:]))
+    # The URL as given, but for the scheme (valkey:// is redis:// to redis-py); not
+    # rebuilt by `urlunsplit`, which would turn unix:///path into unix:/path.
+    connect = scheme + url[len(parts.scheme) :]
     return display, secrets, connect
 
 
 def _check_namespace(namespace: object) -> None:
     if not isinstance(namespace, str):
-        raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
+        raise ConfigTypeError(f"namespace must be a str, got {type(namespace).__name__}")
     if not namespace:
         raise ValueError("namespace must not be empty: replicas of one service share one")
     if len(namespace) > 200 or not namespace.isprintable() or any(c.isspace() for c in namespace):
@@ -1219,7 +1227,7 @@ def _check_namespace(namespace: object) -> None:
 
 def _check_seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+        raise ConfigTypeError(f"{name} must be a number of seconds, got {value!r}")
     seconds = float(value)
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ValueError(f"{name} must be > 0 seconds and finite, got {value!r}")

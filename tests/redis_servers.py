@@ -101,6 +101,11 @@ class Server:
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
+    def socket(self) -> str:
+        """The path of the unix socket it also listens on."""
+        return str(Path(self._dir.name) / "server.sock")
+
+    @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
@@ -118,6 +123,8 @@ class Server:
                 "--daemonize", "no",
                 "--dir", self._dir.name,
                 "--loglevel", "warning",
+                "--unixsocket", self.socket,
+                "--unixsocketperm", "700",
             ]  # fmt: skip
             if self.password:
                 args += ["--requirepass", self.password]

@@ -804,6 +804,53 @@ def test_bad_options_are_value_errors(options: dict[str, object], field: str) ->
         RedisStore.from_url("redis://127.0.0.1:6379/0", **options)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("url", "options", "field"),
+    [
+        (5, {"namespace": "ok"}, "url must be a str"),
+        ("redis://127.0.0.1:6379/0", {"namespace": 5}, "namespace must be a str"),
+        ("redis://127.0.0.1:6379/0", {"namespace": "ok", "timeout": "1"}, "timeout"),
+        ("redis://127.0.0.1:6379/0", {"namespace": "ok", "share_counts": "yes"}, "share_counts"),
+        ("redis://127.0.0.1:6379/0", {"namespace": "ok", "readable_keys": 1}, "readable_keys"),
+    ],
+)
+def test_values_of_the_wrong_type_are_value_errors_too(
+    url: object, options: dict[str, object], field: str
+) -> None:
+    """As for CircuitBreakerConfig, a value of the wrong type raises an error that is
+    both a TypeError and a ValueError: `except ValueError` catches all bad input."""
+    with pytest.raises(ValueError, match=field) as raised:
+        RedisStore.from_url(url, **options)  # type: ignore[arg-type]
+    assert isinstance(raised.value, TypeError)
+
+
+def test_a_unix_socket_url_reaches_the_server(server: Server) -> None:
+    """unix:///path?db=N (the form redis-py takes) connects, to that database; a
+    password in its query is kept out of the store's repr like one in a netloc."""
+    url = f"unix://{server.socket}?db=3&password=not-shown"
+    store = RedisStore.from_url(url.replace("&password=not-shown", ""), namespace="u")
+    try:
+        assert f"unix://{server.socket}" in repr(store)
+        member = Member(CONFIG)
+        member.link = store.attach(KEY, member, CONFIG)
+        wait_until(lambda: store.connected, what="the connection")
+        member.trip()
+        with redis.Redis(unix_socket_path=server.socket, db=3) as client:
+            wait_until(lambda: len(client.keys("httpx-breaker:u:k:*")) == 1, what="the key")
+        with server.client() as client:
+            assert client.keys("httpx-breaker:u:k:*") == []  # not in database 0
+    finally:
+        store.close()
+    secret = RedisStore.from_url(url, namespace="u")
+    try:
+        assert "not-shown" not in repr(secret)
+        assert secret._redact(f"AuthenticationError: {url}") == (
+            f"AuthenticationError: {url.replace('not-shown', '***')}"
+        )
+    finally:
+        secret.close()
+
+
 def test_valkey_urls_are_accepted(server: Server) -> None:
     """valkey:// is a spelling of redis:// (Valkey speaks the same protocol)."""
     store = RedisStore.from_url(server.url.replace("redis://", "valkey://"), namespace="v")
