@@ -1208,8 +1208,9 @@ def _check_url(url: object) -> tuple[str, tuple[str, ...], str]:
         if path and not (path.isascii() and path.isdigit()):
             raise ValueError(f"url {display!r}: the database must be a number, got {path!r}")
     # The URL as given, but for the scheme (valkey:// is redis:// to redis-py); not
-    # rebuilt by `urlunsplit`, which would turn unix:///path into unix:/path.
-    connect = scheme + url[len(parts.scheme) :]
+    # rebuilt by `urlunsplit`, which would turn unix:///path into unix:/path. The
+    # scheme ends at the first colon (`urlsplit` may have stripped leading spaces).
+    connect = scheme + url[url.index(":") :]
     return display, secrets, connect
 
 

@@ -824,6 +824,21 @@ def test_values_of_the_wrong_type_are_value_errors_too(
     assert isinstance(raised.value, TypeError)
 
 
+@pytest.mark.parametrize(
+    ("url", "given"),
+    [
+        ("unix:///tmp/r.sock?db=2", "unix:///tmp/r.sock?db=2"),
+        ("valkey://h:6379/1", "redis://h:6379/1"),
+        ("VALKEYS://h", "rediss://h"),
+        (" redis://h:6379/0", "redis://h:6379/0"),  # urlsplit strips leading spaces
+    ],
+)
+def test_redis_py_is_given_the_url_as_written_but_for_the_scheme(url: str, given: str) -> None:
+    from httpx_breaker.redis import _check_url
+
+    assert _check_url(url)[2] == given
+
+
 def test_a_unix_socket_url_reaches_the_server(server: Server) -> None:
     """unix:///path?db=N (the form redis-py takes) connects, to that database; a
     password in its query is kept out of the store's repr like one in a netloc."""
