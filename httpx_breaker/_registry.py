@@ -176,7 +176,8 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     breaker would silently undo the forcing, and dropping a busy one would let a new
     breaker for the same host double its limit. The excess is bounded by the forced
     breakers (only your own `force_*()` calls make those) and the busy ones (at most
-    the requests in flight), and it shrinks back as they are `reset()` or go idle.
+    the requests in flight), and it shrinks back as they are `reset()` or go idle: while
+    past `max_size`, each new breaker evicts two.
 
     Reading. `values()`, `items()`, iteration, `len`, `in`, `get` and `snapshot()`
     never raise while other threads create and evict breakers: the bulk reads copy
@@ -386,8 +387,13 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
     # -- changes (under the lock) -----------------------------------------------
 
     def _add(self, key: str, config: CircuitBreakerConfig | None) -> _Entry:
-        """Make the breaker for `key`, evicting one first if full (lock held)."""
-        if len(self._entries) >= self._max_size:
+        """Make the breaker for `key`, evicting one first if full (lock held); one more
+        while the registry is still past `max_size`, so that it shrinks back."""
+        if (
+            len(self._entries) >= self._max_size
+            and self._evict_one()
+            and len(self._entries) >= self._max_size
+        ):
             self._evict_one()
         breaker = CircuitBreaker(key, config or self.config_for(key), clock=self._clock)
         if self._listeners:
@@ -399,8 +405,9 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
         self._queue[key] = entry
         return entry
 
-    def _evict_one(self) -> None:
-        """Drop one breaker by the rule in the class docstring (lock held)."""
+    def _evict_one(self) -> bool:
+        """Drop one breaker by the rule in the class docstring (lock held); False if
+        none may go."""
         queue = self._queue
         sample: list[tuple[str, _Entry]] = []
         forced: list[str] = []
@@ -432,7 +439,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
             for key, entry in sample:  # busy: let the next scan look at others first
                 entry.placed = entry.stamp
                 queue.move_to_end(key)
-            return
+            return False
         for key, entry in sample:
             if key == victim:
                 continue
@@ -441,6 +448,7 @@ class BreakerRegistry(Mapping[str, CircuitBreaker]):
                 entry.placed = stamp
                 queue.move_to_end(key)
         self._drop(victim)
+        return True
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key)

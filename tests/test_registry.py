@@ -450,11 +450,33 @@ def test_full_of_forced_breakers_grows_past_max_size_and_warns(
     registry.breaker_for("d")  # c is not forced: it makes room for d
     assert sorted(registry) == ["a", "b", "d"]
     assert "c" not in registry and c.name == "c"
-    registry["a"].reset()  # a forced breaker released: back under the cap in time
+    registry["a"].reset()  # a forced breaker released: the next new host shrinks it back
     registry.breaker_for("e")
+    assert sorted(registry) == ["b", "e"]
     registry.breaker_for("f")
-    assert len(registry) == 3
+    assert sorted(registry) == ["b", "f"]
     assert registry["b"].is_closed() and "b" in registry
+
+
+def test_a_registry_grown_past_max_size_shrinks_back_once_its_breakers_may_go(
+    clock: FakeClock,
+) -> None:
+    """Forced breakers grow it; once released, each new breaker evicts two until it is
+    back at `max_size` (it used to keep the excess for good)."""
+    registry = BreakerRegistry(max_size=2, clock=clock)
+    for key in ("a", "b", "c"):
+        registry.breaker_for(key).force_open()
+    registry.breaker_for("d")
+    assert len(registry) == 4
+    for key in ("a", "b", "c"):
+        registry[key].reset()
+    registry.breaker_for("e")
+    assert len(registry) == 3
+    registry.breaker_for("f")
+    assert len(registry) == 2
+    for i in range(20):
+        registry.breaker_for(f"new{i}")
+    assert len(registry) == 2
 
 
 def test_hot_breaker_survives_a_flood_in_a_large_registry() -> None:
