@@ -29,7 +29,13 @@ from httpx_breaker import (
     CircuitState,
 )
 from httpx_breaker._classify import reads_body
-from httpx_breaker._transport import BODY_KEPT
+from httpx_breaker._transport import (
+    BODY_KEPT,
+    _AsyncKeptStream,
+    _AsyncTrackedStream,
+    _SyncKeptStream,
+    _SyncTrackedStream,
+)
 from httpx_breaker.classifiers import default_classifier, make_classifier
 
 from .libraries import Library
@@ -130,6 +136,17 @@ def test_only_classifiers_that_may_read_the_body_have_it_kept() -> None:
     transport = CircuitBreakerTransport(httpx.MockTransport(lambda r: httpx.Response(200)), classifier=Unhashable())
     with httpx.Client(transport=transport) as client:
         assert client.get("https://a.example.com/").status_code == 200
+    # And the transports follow that choice: the body-keeping stream only where asked.
+    for classifier, keeps in (
+        (None, False),
+        (make_classifier(failure_statuses=range(500, 600)), False),
+        (GraphQL(Library("httpx")), True),
+    ):
+        for transport_cls in (CircuitBreakerTransport, AsyncCircuitBreakerTransport):
+            core = transport_cls(classifier=classifier)._core
+            kinds = (core.sync_stream, core.async_stream)
+            expected = (_SyncKeptStream, _AsyncKeptStream) if keeps else (_SyncTrackedStream, _AsyncTrackedStream)
+            assert kinds == expected, (classifier, transport_cls)
 
 
 # -- real servers ------------------------------------------------------------------------
