@@ -720,6 +720,65 @@ def test_sync_deadline_keeps_the_callers_shorter_timeouts_and_fills_unset_ones(
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(("caller", "expected"), [(30.0, 10.0), (None, 10.0), (4.0, 4.0)])
+def test_sync_deadline_lowers_the_timeout_the_connect_step_was_given(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch, caller: float | None, expected: float
+) -> None:
+    """httpcore reads the connect timeout before its first event and hands it to the
+    `connect_tcp` step in the event's `info`: that is the value lowered to what is left
+    (lowering only the extension came too late: a host slow to accept was not cut), and
+    a caller's shorter one is kept."""
+    ticks = iter(range(100))
+    monkeypatch.setattr(_transport, "_monotonic", lambda: float(next(ticks)))  # 1 s a read
+    given: dict[str, object] = {}
+
+    def trace(name: str, info: dict[str, object]) -> None:  # called after our hook
+        if name == "connection.connect_tcp.started":
+            given["connect_tcp"] = info["timeout"]
+
+    transport = CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=10.0))
+    with httpx.Client(transport=transport, timeout=httpx.Timeout(30.0, connect=caller)) as client:
+        response = client.get(f"{upstream.url}/ok", extensions={"trace": trace})
+    assert given == {"connect_tcp": expected}
+    assert response.status_code == 200
+
+
+@pytest.fixture
+def silent_tls_server() -> Iterator[str]:
+    """A loopback server that accepts TCP connections and never answers the TLS
+    handshake: a host that is slow to shake hands."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener is closed at the end
+            while True:
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{listener.getsockname()[1]}/"
+    listener.close()
+    for connection in held:
+        connection.close()
+    thread.join(timeout=10)
+
+
+def test_sync_deadline_cuts_a_tls_handshake_that_never_ends(
+    lib: Library, silent_tls_server: str
+) -> None:
+    """The sync transport stops a handshake the host never finishes at `timeout`, not at
+    the client's own connect timeout (30 s here): CircuitTimeoutError, one failure."""
+    transport = lib.CircuitBreakerTransport(default=CircuitBreakerConfig(timeout=0.2))
+    with lib.Client(transport=transport, timeout=30.0) as client:
+        started = time.monotonic()
+        with pytest.raises(lib.CircuitTimeoutError):
+            client.get(silent_tls_server)
+        assert time.monotonic() - started < 10  # 0.2 s; the client's own is 30 s
+    metrics = transport.breaker_for_url(silent_tls_server).get_metrics()
+    assert (metrics.failed_requests, metrics.successful_requests) == (1, 0)
+
+
 # The policies that put a hook of ours in httpcore's `trace`: a deadline, or the
 # slow-call rule alone (the duration then starts at the connection).
 TIMED = pytest.mark.parametrize(

@@ -1679,8 +1679,9 @@ class _SyncDeadline:
 
     Installed as the request's httpcore2 ``trace`` hook (the caller's own hook is still
     called). At the first event the request has its connection and the deadline starts;
-    at the start of every later step the connect, read and write timeouts httpcore2 is
-    about to read are lowered to what is left, so the step ends in time. On close the
+    at the start of every step the connect, read and write timeouts httpcore2 is about
+    to read are lowered to what is left (for a connect or TLS step, the timeout it
+    passes in the event's `info`), so the step ends in time. On close the
     request gets back its own timeouts (the body reads with those) and its own hook.
     """
 
@@ -1738,6 +1739,16 @@ class _SyncDeadline:
                 self.lowered = ()
             else:
                 self._cap(left)
+                if type(info) is dict and "timeout" in info:
+                    # httpcore2's connect steps (`connect_tcp`, `connect_unix_socket`,
+                    # `start_tls`, a proxy's `start_tls`) read their timeout before the
+                    # first event and pass it in `info`, the very mapping they then
+                    # call with: lowered there, or the extension's lowered value comes
+                    # too late and a host slow to accept or to shake hands is not cut.
+                    value = info["timeout"]
+                    cap = min(left, _LONGEST_TIMEOUT)
+                    if value is None or (isinstance(value, (int, float)) and value > cap):
+                        info["timeout"] = cap
         user_trace = self._user_trace
         if user_trace is not None:
             user_trace(event, info)
