@@ -758,10 +758,12 @@ def silent_tls_server() -> Iterator[str]:
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     yield f"https://127.0.0.1:{listener.getsockname()[1]}/"
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (a close alone does not)
     listener.close()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
     for connection in held:
         connection.close()
-    thread.join(timeout=10)
 
 
 def test_sync_deadline_cuts_a_tls_handshake_that_never_ends(

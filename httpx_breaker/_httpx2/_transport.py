@@ -1738,7 +1738,7 @@ class _SyncDeadline:
                 _restore(self._extensions, "timeout", self._timeouts)
                 self.lowered = ()
             else:
-                self._cap(left)
+                cap = self._cap(left)
                 if type(info) is dict and "timeout" in info:
                     # httpcore2's connect steps (`connect_tcp`, `connect_unix_socket`,
                     # `start_tls`, a proxy's `start_tls`) read their timeout before the
@@ -1746,16 +1746,16 @@ class _SyncDeadline:
                     # call with: lowered there, or the extension's lowered value comes
                     # too late and a host slow to accept or to shake hands is not cut.
                     value = info["timeout"]
-                    cap = min(left, _LONGEST_TIMEOUT)
                     if value is None or (isinstance(value, (int, float)) and value > cap):
                         info["timeout"] = cap
         user_trace = self._user_trace
         if user_trace is not None:
             user_trace(event, info)
 
-    def _cap(self, left: float) -> None:
-        # A socket timeout holds at most this much (a config may ask for more).
-        left = min(left, _LONGEST_TIMEOUT)
+    def _cap(self, left: float) -> float:
+        """Lower the request's connect, read and write timeouts to `left` (at most what
+        a socket timeout holds, which it returns)."""
+        left = min(left, _LONGEST_TIMEOUT)  # a config may ask for more
         own = self._timeouts if isinstance(self._timeouts, Mapping) else {}
         capped = dict(own)
         lowered = []
@@ -1766,6 +1766,7 @@ class _SyncDeadline:
                 lowered.append(phase)
         self.lowered = tuple(lowered)
         self._extensions["timeout"] = capped
+        return left
 
     def explain(self, exc: httpx2.TimeoutException) -> httpx2.TimeoutException:
         """`exc`, or a `CircuitTimeoutError` if a timeout we lowered is what fired.
